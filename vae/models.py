@@ -1,0 +1,212 @@
+"""AE and VAE built from one config: the VAE is the AE plus a log-variance head and sampling.
+
+`encode(x)` returns a `Posterior` for both (the AE's is a point mass: no variance, KL 0), so
+every caller treats the two models alike and the difference the tutorial teaches is the
+difference in this file: `Autoencoder.variational`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+from . import losses
+from .errors import ConfigError
+
+FAMILIES = ("mlp", "tutorial-mlp", "conv", "resnet18")
+LIKELIHOODS = ("bernoulli", "gaussian-fixed", "gaussian-learned")
+DATA_RANGES = ("unit", "symmetric")
+KL_ESTIMATORS = ("closed-form", "monte-carlo")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model; stored in every checkpoint as plain JSON."""
+
+    family: str = "mlp"
+    variational: bool = True
+    latent_dim: int = 16
+    image_shape: tuple[int, int, int] = (1, 28, 28)
+    hidden: tuple[int, ...] = (512, 256)  # MLP widths, or conv channels per stride-2 stage
+    likelihood: str = "bernoulli"
+    data_range: str = "unit"  # "unit": pixels in [0, 1]; "symmetric": [-1, 1] (Tanh output)
+    recon_weight: float = 1.0  # the tutorial's alpha = C = 1/(2c) for a fixed-variance Gaussian
+    beta: float = 1.0
+    kl_estimator: str = "closed-form"
+    batchnorm_momentum: float = 0.1
+    preset: str = ""
+
+    def __post_init__(self) -> None:
+        self.image_shape = tuple(int(v) for v in self.image_shape)
+        self.hidden = tuple(int(v) for v in self.hidden)
+        _check(self.family in FAMILIES, "family", self.family, f"one of {FAMILIES}")
+        _check(self.likelihood in LIKELIHOODS, "likelihood", self.likelihood, f"one of {LIKELIHOODS}")
+        _check(self.data_range in DATA_RANGES, "data_range", self.data_range, f"one of {DATA_RANGES}")
+        _check(self.kl_estimator in KL_ESTIMATORS, "kl_estimator", self.kl_estimator, f"one of {KL_ESTIMATORS}")
+        _check(isinstance(self.latent_dim, int) and 1 <= self.latent_dim <= 4096,
+               "latent_dim", self.latent_dim, "an integer from 1 to 4096")
+        _check(len(self.image_shape) == 3 and min(self.image_shape) >= 1, "image_shape",
+               self.image_shape, "(channels, height, width)")
+        _check(len(self.hidden) >= 1 and min(self.hidden) >= 1, "hidden", self.hidden, "positive widths")
+        _check(math.isfinite(self.beta) and self.beta >= 0, "beta", self.beta, "a number >= 0")
+        _check(math.isfinite(self.recon_weight) and self.recon_weight > 0, "recon_weight",
+               self.recon_weight, "a number > 0")
+        _check(0 < self.batchnorm_momentum <= 1, "batchnorm_momentum", self.batchnorm_momentum, "in (0, 1]")
+        _check(not (self.likelihood == "bernoulli" and self.data_range != "unit"), "likelihood",
+               self.likelihood, "used with data_range='unit' (Bernoulli needs pixels in [0, 1])")
+        if self.family in ("conv", "resnet18"):
+            stride = 2 ** len(self.hidden) if self.family == "conv" else 8
+            _, h, w = self.image_shape
+            _check(h % stride == 0 and w % stride == 0, "image_shape", self.image_shape,
+                   f"height and width divisible by {stride} for the {self.family} family")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["image_shape"], d["hidden"] = list(self.image_shape), list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**d)
+
+    @property
+    def kind(self) -> str:
+        return "vae" if self.variational else "ae"
+
+    @property
+    def num_pixels(self) -> int:
+        c, h, w = self.image_shape
+        return c * h * w
+
+
+def _check(ok: bool, name: str, value, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name}={value!r} is invalid: expected {expected}")
+
+
+class Posterior:
+    """q(z|x) = N(mean, diag exp(logvar)); a point mass at `mean` when logvar is None (the AE)."""
+
+    def __init__(self, mean: torch.Tensor, logvar: torch.Tensor | None = None):
+        self.mean, self.logvar = mean, logvar
+
+    @property
+    def std(self) -> torch.Tensor:
+        return torch.zeros_like(self.mean) if self.logvar is None else torch.exp(0.5 * self.logvar)
+
+    def mode(self) -> torch.Tensor:
+        return self.mean
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The reparameterisation trick: z = mu + sigma * eps, eps ~ N(0, I) (tutorial eq.)."""
+        if self.logvar is None:
+            return self.mean
+        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device,
+                          dtype=self.mean.dtype)
+        return self.mean + self.std * eps
+
+    def kl(self) -> torch.Tensor:
+        if self.logvar is None:
+            return torch.zeros(self.mean.shape[0], device=self.mean.device)
+        return losses.kl_closed_form(self.mean, self.logvar)
+
+
+class Autoencoder(nn.Module):
+    """Encoder, decoder and (for a VAE) a log-variance head, built from a `ModelConfig`."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        from .networks import build_decoder, build_encoder  # families live in networks.py
+
+        self.config = config
+        self.encoder, features = build_encoder(config)
+        self.to_mean = nn.Linear(features, config.latent_dim)
+        self.to_logvar = nn.Linear(features, config.latent_dim) if config.variational else None
+        self.decoder = build_decoder(config)
+        if config.likelihood == "gaussian-learned":
+            self.log_scale = nn.Parameter(torch.zeros(1))  # the tutorial's learned log sigma
+        else:
+            self.register_parameter("log_scale", None)
+
+    @property
+    def variational(self) -> bool:
+        return self.config.variational
+
+    # --- data conversions -------------------------------------------------------------
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, C, H, W] images -> float inputs in the model's data range."""
+        x = images.to(torch.float32) / 255.0
+        return x * 2 - 1 if self.config.data_range == "symmetric" else x
+
+    def to_image(self, output: torch.Tensor) -> torch.Tensor:
+        """Decoder output -> displayable images in [0, 1] (the likelihood's mean)."""
+        if self.config.likelihood == "bernoulli":
+            output = torch.sigmoid(output)
+        elif self.config.data_range == "symmetric":
+            output = (output + 1) / 2
+        return output.clamp(0, 1)
+
+    # --- the model -------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> Posterior:
+        h = self.encoder(x)
+        logvar = self.to_logvar(h) if self.to_logvar is not None else None
+        return Posterior(self.to_mean(h), logvar)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = self.encode(x)
+        return self.decode(q.sample() if self.training else q.mode())
+
+    def reconstruction_nll(self, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """-log p(x|z) per image, in nats."""
+        cfg = self.config
+        if cfg.likelihood == "bernoulli":
+            return losses.bernoulli_nll(output, x)
+        if cfg.likelihood == "gaussian-learned":
+            return losses.gaussian_nll(output, x, self.log_scale)
+        # fixed variance c = 1/(2 alpha): the NLL is alpha * ||x - f(z)||^2 + const (tutorial's C)
+        return losses.gaussian_nll(output, x, 0.5 * math.log(1 / (2 * cfg.recon_weight)))
+
+    def loss(self, x: torch.Tensor, generator: torch.Generator | None = None,
+             beta: float | None = None) -> losses.LossTerms:
+        """Per-image loss terms. AE: reconstruction only. VAE: -ELBO with a beta on the KL."""
+        q = self.encode(x)
+        z = q.sample(generator) if self.variational else q.mode()
+        recon = self.reconstruction_nll(self.decode(z), x)
+        if not self.variational:
+            return losses.LossTerms(recon=recon, kl=torch.zeros_like(recon), total=recon)
+        if self.config.kl_estimator == "monte-carlo":
+            kl = losses.kl_monte_carlo(z, q.mean, q.logvar)
+        else:
+            kl = q.kl()
+        beta = self.config.beta if beta is None else beta
+        return losses.LossTerms(recon=recon, kl=kl, total=recon + beta * kl)
+
+    # --- conveniences for the app (no grad, images in, images out) ----------------------
+    @torch.no_grad()
+    def decode_images(self, z: torch.Tensor) -> torch.Tensor:
+        return self.to_image(self.decode(z))
+
+    @torch.no_grad()
+    def reconstruct_images(self, images: torch.Tensor) -> torch.Tensor:
+        return self.decode_images(self.encode(self.preprocess(images)).mode())
+
+
+
+def build_model(config: ModelConfig) -> Autoencoder:
+    return Autoencoder(config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["ModelConfig", "Posterior", "Autoencoder", "build_model", "count_parameters"]

@@ -1,0 +1,297 @@
+"""Training: a `Trainer` that knows nothing of the app or the terminal (minGPT's trainer).
+
+It trains one or more models *in lockstep on the same batches* (the AE and the VAE of a pair
+see identical data in identical order, so their curves compare), reports through callbacks,
+stops within a step when its `threading.Event` is set, evaluates on the test split each
+epoch, and saves checkpoints. The CLI (`python -m vae.train`) and the app are two observers.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .checkpoint import Checkpoint, save_checkpoint
+from .data import ImageDataset
+from .device import pick_device
+from .errors import ConfigError
+from .metrics import likelihood_metrics
+from .models import Autoencoder
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    checkpoint_every: int = 0  # epochs between checkpoints; 0: only at the end (and on stop)
+    eval_batch_size: int = 1000
+    num_threads: int = 0  # torch intra-op threads; 0 leaves torch's default
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("epochs", isinstance(self.epochs, int) and 1 <= self.epochs <= 10_000, "an integer from 1 to 10000"),
+            ("batch_size", isinstance(self.batch_size, int) and 1 <= self.batch_size <= 65_536, "an integer from 1 to 65536"),
+            ("lr", isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and 0 < self.lr <= 1, "a number in (0, 1]"),
+            ("checkpoint_every", isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 0, "an integer >= 0"),
+            ("eval_batch_size", isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 1, "an integer >= 1"),
+            ("num_threads", isinstance(self.num_threads, int) and 0 <= self.num_threads <= 256, "an integer from 0 to 256"),
+            ("seed", isinstance(self.seed, int), "an integer"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ConfigError(f"{name}={getattr(self, name)!r} is invalid: expected {expected}")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """An immutable snapshot handed to callbacks (safe to keep and read from another thread)."""
+
+    phase: str  # "train", "eval", "epoch_end", "done" or "stopped"
+    epoch: int  # epochs completed when phase is epoch_end/done; the running epoch (1-based) otherwise
+    epochs: int
+    step: int
+    steps_per_epoch: int
+    losses: dict  # model name -> {"recon", "kl", "total"}: running means over this epoch
+    images_per_s: float
+    eta_s: float
+    elapsed_s: float
+    test: dict = field(default_factory=dict)  # model name -> likelihood_metrics of the last evaluation
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.step / max(1, self.total_steps))
+
+
+class Callback:
+    """Override what you need; the trainer calls these from its own thread."""
+
+    def on_step_end(self, progress: Progress) -> None: ...
+
+    def on_epoch_end(self, progress: Progress, models: dict[str, Autoencoder]) -> None: ...
+
+    def on_train_end(self, progress: Progress) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    progress: Progress
+    stopped: bool
+    checkpoints: dict[str, Path]
+    history: dict[str, list]
+    wall_s: float
+
+
+class Trainer:
+    def __init__(self, models: dict[str, Autoencoder], data: ImageDataset, config: TrainConfig,
+                 callbacks: list[Callback] | None = None, stop_event: threading.Event | None = None,
+                 out: dict[str, str | Path] | None = None, resume: dict[str, Checkpoint] | None = None):
+        if not models:
+            raise ConfigError("models is empty: give at least one model to train")
+        for name, m in models.items():
+            if tuple(m.config.image_shape) != tuple(data.image_shape):
+                raise ConfigError(f"model {name!r} expects images {m.config.image_shape}, "
+                                  f"data set {data.name!r} has {data.image_shape}")
+        self.models, self.data, self.config = models, data, config
+        self.callbacks = list(callbacks or [])
+        self.stop_event = stop_event or threading.Event()
+        self.out = {k: Path(v) for k, v in (out or {}).items()}
+        self.device = pick_device(config.device)
+        self.history: dict[str, list] = {name: [] for name in models}
+        self.start_epoch = 0
+        self.test: dict[str, dict] = {}
+        self.optimizers = {name: self._make_optimizer(m) for name, m in models.items()}
+        if resume:
+            self._resume(resume)
+
+    def _make_optimizer(self, model: Autoencoder) -> torch.optim.Optimizer:
+        model.to(self.device)
+        try:  # the fused kernel updates all parameters in one pass (CPU and CUDA, torch >= 2.4)
+            return torch.optim.Adam(model.parameters(), lr=self.config.lr, fused=True)
+        except (RuntimeError, TypeError):
+            return torch.optim.Adam(model.parameters(), lr=self.config.lr, foreach=True)
+
+    def _resume(self, resume: dict[str, Checkpoint]) -> None:
+        epochs = {ck.epoch for ck in resume.values()}
+        if len(epochs) != 1:
+            raise ConfigError(f"cannot resume models saved at different epochs {sorted(epochs)}")
+        self.start_epoch = epochs.pop()
+        for name, ck in resume.items():
+            self.models[name].load_state_dict(ck.model.state_dict())
+            if ck.optimizer_state is not None:
+                self.optimizers[name].load_state_dict(ck.optimizer_state)
+                for group in self.optimizers[name].param_groups:
+                    group["lr"] = self.config.lr
+            self.history[name] = list(ck.history)
+            self.test[name] = dict(ck.metrics)
+
+    # --- the loop -----------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        cfg = self.config
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        torch.manual_seed(cfg.seed)
+        train = self.data.train
+        images = train.images.to(self.device)  # the whole split, resident; batches are index gathers
+        steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+        self._clock = _Throughput(cfg.epochs - self.start_epoch, steps_per_epoch)
+        step = self.start_epoch * steps_per_epoch
+        progress = self._progress("train", self.start_epoch, step, steps_per_epoch, {})
+        stopped, completed = False, self.start_epoch
+        for epoch in range(self.start_epoch, cfg.epochs):
+            # per-epoch seeds: a resumed run draws the same batches and noise as an unbroken one
+            order_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+            noise_gen = torch.Generator(device=self.device).manual_seed(cfg.seed * 100_019 + epoch)
+            sums = {name: torch.zeros(3, device=self.device) for name in self.models}
+            seen = 0
+            for m in self.models.values():
+                m.train()
+            for idx in torch.randperm(len(train), generator=order_gen).split(cfg.batch_size):
+                if self.stop_event.is_set():
+                    stopped = True
+                    break
+                batch = images[idx.to(self.device)] if self.device.type != "cpu" else images[idx]
+                for name, model in self.models.items():
+                    sums[name] += self._step(model, self.optimizers[name], batch, noise_gen)
+                seen += len(idx)
+                step += 1
+                self._clock.tick(len(idx))
+                progress = self._progress("train", epoch + 1, step, steps_per_epoch, sums, seen)
+                for cb in self.callbacks:
+                    cb.on_step_end(progress)
+            if stopped:
+                break
+            progress = self._end_epoch(epoch + 1, step, steps_per_epoch, sums, seen)
+            completed = epoch + 1
+        phase = "stopped" if stopped else "done"
+        checkpoints = self._save_all(completed, stopped) if self.out else {}
+        progress = replace(progress, phase=phase, eta_s=0.0)
+        for cb in self.callbacks:
+            cb.on_train_end(progress)
+        return TrainResult(progress, stopped, checkpoints, self.history, self._clock.elapsed())
+
+    def _step(self, model: Autoencoder, opt: torch.optim.Optimizer, batch: torch.Tensor,
+              gen: torch.Generator) -> torch.Tensor:
+        terms = model.loss(model.preprocess(batch), generator=gen)
+        opt.zero_grad(set_to_none=True)
+        terms.total.mean().backward()
+        opt.step()
+        # sums stay on the device: no host sync per step (a .item() would stall a GPU)
+        return torch.stack([terms.recon.sum(), terms.kl.sum(), terms.total.sum()]).detach()
+
+    def _end_epoch(self, epoch: int, step: int, steps_per_epoch: int, sums: dict, seen: int) -> Progress:
+        train_means = self._means(sums, seen)
+        for cb in self.callbacks:
+            cb.on_step_end(self._progress("eval", epoch, step, steps_per_epoch, sums, seen))
+        for name, model in self.models.items():
+            self.test[name] = likelihood_metrics(model, self.data.test, self.config.eval_batch_size,
+                                                 seed=self.config.seed, device=self.device)
+            self.history[name].append({"epoch": epoch, "train": train_means[name], "test": self.test[name],
+                                       "wall_s": round(self._clock.elapsed(), 2)})
+        progress = self._progress("epoch_end", epoch, step, steps_per_epoch, sums, seen)
+        for cb in self.callbacks:
+            cb.on_epoch_end(progress, self.models)
+        every = self.config.checkpoint_every
+        if self.out and every and epoch % every == 0 and epoch < self.config.epochs:
+            self._save_all(epoch, stopped=False)
+        return progress
+
+    def _means(self, sums: dict, seen: int) -> dict:
+        return {name: dict(zip(("recon", "kl", "total"), (s / max(seen, 1)).tolist())) for name, s in sums.items()}
+
+    def _progress(self, phase: str, epoch: int, step: int, steps_per_epoch: int, sums: dict,
+                  seen: int = 0) -> Progress:
+        # the means cost a host sync: refresh them every 10 steps and at phase changes only
+        if sums and (phase != "train" or step % 10 == 0):
+            self._last_losses = self._means(sums, seen)
+        losses = getattr(self, "_last_losses", {})
+        return Progress(phase=phase, epoch=epoch, epochs=self.config.epochs, step=step,
+                        steps_per_epoch=steps_per_epoch, losses=losses,
+                        images_per_s=self._clock.rate(), eta_s=self._clock.eta(step - self.start_epoch * steps_per_epoch),
+                        elapsed_s=self._clock.elapsed(), test={k: dict(v) for k, v in self.test.items()})
+
+    def _save_all(self, epoch: int, stopped: bool) -> dict[str, Path]:
+        saved = {}
+        for name, model in self.models.items():
+            if name not in self.out:
+                continue
+            ck = Checkpoint(model=model, dataset=self.data.describe(), metrics=self.test.get(name, {}),
+                            history=self.history[name], train=asdict(self.config), epoch=epoch,
+                            optimizer_state=self.optimizers[name].state_dict(),
+                            extra={"stopped": stopped, "wall_s": round(self._clock.elapsed(), 1),
+                                   "device": str(self.device)})
+            saved[name] = save_checkpoint(ck, self.out[name])
+        return saved
+
+
+class _Throughput:
+    """Images/s over a sliding window and an ETA for the remaining steps."""
+
+    def __init__(self, epochs: int, steps_per_epoch: int, window: int = 50):
+        self.total = epochs * steps_per_epoch
+        self.start = time.perf_counter()
+        self.marks: list[tuple[float, int]] = [(self.start, 0)]
+        self.window = window
+
+    def tick(self, n: int) -> None:
+        self.marks.append((time.perf_counter(), self.marks[-1][1] + n))
+        if len(self.marks) > self.window:
+            self.marks.pop(0)
+
+    def rate(self) -> float:
+        (t0, n0), (t1, n1) = self.marks[0], self.marks[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def eta(self, steps_done: int) -> float:
+        if steps_done <= 0:
+            return float("nan")
+        return self.elapsed() / steps_done * max(0, self.total - steps_done)
+
+
+def make_pair(preset_name: str, image_shape, kinds=("ae", "vae"), latent_dim: int | None = None,
+              beta: float | None = None) -> dict[str, Autoencoder]:
+    """Fresh models of a preset for a data set's image shape."""
+    from .presets import get_preset
+
+    preset = get_preset(preset_name)
+    bad = [k for k in kinds if k not in ("ae", "vae")]
+    if bad or not kinds:
+        raise ConfigError(f"models={list(kinds)!r} is invalid: expected 'ae', 'vae' or both")
+    return {k: Autoencoder(preset.config(k == "vae", image_shape=image_shape, latent_dim=latent_dim, beta=beta))
+            for k in kinds}
+
+
+def on_progress(fn: Callable[[Progress], None]) -> Callback:
+    """A Callback from a plain function called at every step, epoch end and train end."""
+
+    class _Fn(Callback):
+        def on_step_end(self, p):
+            fn(p)
+
+        def on_epoch_end(self, p, models):
+            fn(p)
+
+        def on_train_end(self, p):
+            fn(p)
+
+    return _Fn()
+
+
+if __name__ == "__main__":
+    from .cli import train_main
+
+    raise SystemExit(train_main())
