@@ -85,7 +85,7 @@ def train_main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     preset = get_preset(args.preset)
-    config = TrainConfig(epochs=args.epochs or preset.epochs, batch_size=args.batch_size or preset.batch_size,
+    config = TrainConfig(epochs=_default(args.epochs, preset.epochs), batch_size=_default(args.batch_size, preset.batch_size),
                          lr=args.lr if args.lr is not None else preset.lr, seed=args.seed,
                          checkpoint_every=args.checkpoint_every, num_threads=args.threads, device=args.device)
     data = load_dataset(args.data or preset.default_dataset, fallback=not args.no_fallback)
@@ -115,3 +115,7 @@ def _summary(result, data) -> None:
     for name, path in result.checkpoints.items():
         metrics = result.progress.test.get(name, {})
         print(f"  {name:4s} {_fmt_metrics(metrics) or '(not evaluated)'}  -> {path}")
+
+
+def _default(value, fallback):
+    return fallback if value is None else value

@@ -1,0 +1,57 @@
+"""Home page of Latent Explorer: what the app shows, and which model pairs are available."""
+from __future__ import annotations
+
+import streamlit as st
+
+from ui import state
+
+st.set_page_config(page_title="Latent Explorer", page_icon="🧭", layout="wide")
+
+st.title("Latent Explorer")
+st.markdown(
+    """
+An **autoencoder (AE)** squeezes each image into a short code and rebuilds the image from it.
+A **variational autoencoder (VAE)** does the same, but encodes each image as a small *cloud*
+of codes and is pushed to keep all clouds close to one standard bell curve, the *prior*.
+
+That one change makes the VAE's code space **continuous** (nearby codes decode to similar
+images) and **complete** (any code drawn from the prior decodes to something meaningful).
+The AE's code space has neither: between and around its codes there are *holes* that decode to
+garbage. Every page here shows the AE and the VAE side by side, on the same images, so you can
+see the difference, and measures it.
+"""
+)
+
+pair = state.pair_picker()
+pairs, _ = state.list_pairs()
+
+st.subheader("Available model pairs")
+if not pairs:
+    st.info("No models yet. Open **Train** in the sidebar to train an AE/VAE pair.")
+else:
+    rows = []
+    for p in pairs:
+        vae_m, ae_m = p.metrics.get("vae", {}), p.metrics.get("ae", {})
+        rows.append({
+            "pair": p.name, "data set": p.dataset, "preset": p.preset, "latent": p.latent_dim,
+            "epochs": p.epochs, "AE recon (nats)": ae_m.get("recon"), "VAE -ELBO (nats)": vae_m.get("neg_elbo"),
+            "VAE KL (nats)": vae_m.get("kl"), "bits/dim": vae_m.get("bits_per_dim"),
+            "source": "shipped" if p.folder == str(state.settings().shipped_dir) else "trained here",
+        })
+    st.dataframe(rows, hide_index=True, width="stretch")
+    st.caption("Test-set figures per image. -ELBO bounds the negative log-likelihood from above: lower is "
+               "better. The AE has no KL term and no ELBO, only its reconstruction error.")
+
+if pair is not None:
+    st.success(f"Every page now shows **{pair.label}**. Change it from the sidebar at any time.")
+
+st.subheader("Where to go")
+st.markdown(
+    """
+- **Train**: train your own AE/VAE pair in the background and watch the latent map form.
+- **Latent map**: every test image as a point, AE beside VAE.
+- **Grid decoder**: click anywhere on the map and see what that code decodes to.
+- **Reconstructions**: reconstructions, interpolations and samples from the prior, with scores.
+- **Draw**: draw a digit and see where each model puts it.
+"""
+)

@@ -1,0 +1,33 @@
+import subprocess
+import sys
+
+import pytest
+
+from vae import load_checkpoint
+from vae.cli import train_main
+
+
+def test_cli_trains_a_pair_and_prints_a_summary(npz_file, tmp_path, capsys):
+    code = train_main(["--preset", "mnist-2d", "--data", str(npz_file), "--epochs", "1", "--batch-size", "16",
+                       "--out", str(tmp_path / "m")])
+    out = capsys.readouterr().out
+    assert code == 0 and "done after" in out and "-ELBO" in out
+    assert load_checkpoint(tmp_path / "m-vae.safetensors").config.preset == "mnist-2d"
+    assert load_checkpoint(tmp_path / "m-ae.safetensors").config.variational is False
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--latent-dim", "0"], "latent_dim"),
+    (["--lr", "-0.1"], "lr"),
+    (["--epochs", "0"], "epochs"),
+    (["--data", "no/such/place"], "neither a known name"),
+])
+def test_cli_errors_name_the_parameter(args, message, npz_file, capsys, tmp_path):
+    base = ["--preset", "mnist-2d", "--data", str(npz_file), "--out", str(tmp_path / "m")]
+    assert train_main(base + args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_preset_via_the_module_entry_point():
+    proc = subprocess.run([sys.executable, "-m", "vae.train", "--preset", "nope"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "invalid choice: 'nope'" in proc.stderr

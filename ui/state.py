@@ -1,0 +1,101 @@
+"""The one place where shared state lives: models, data, the job registry, settings.
+
+`st.cache_resource` objects are shared by every browser session of this server (one copy of
+each model, however many visitors); per-visitor choices live in `st.session_state`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from vae import catalog
+from vae.checkpoint import load_checkpoint
+from vae.errors import LatentExplorerError
+
+from .settings import Settings, load_settings
+
+PAIR_KEY = "pair_name"
+
+
+@st.cache_resource(show_spinner=False)
+def settings() -> Settings:
+    return load_settings()
+
+
+def model_folders() -> list[Path]:
+    s = settings()
+    return [s.shipped_dir, s.trained_dir]
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _pairs(signature: tuple) -> tuple[list, list]:
+    return catalog.find_pairs(model_folders())
+
+
+def list_pairs() -> tuple[list[catalog.PairInfo], list[str]]:
+    """Shipped and trained pairs; re-read only when a checkpoint file changes."""
+    return _pairs(catalog.folders_signature(model_folders()))
+
+
+@st.cache_resource(show_spinner="Loading model…", max_entries=32)
+def load_model(path: str, mtime_ns: int):
+    """One shared, eval-mode copy per checkpoint file version (mtime in the key)."""
+    return load_checkpoint(path)
+
+
+def load_pair_models(pair: catalog.PairInfo) -> dict:
+    """kind -> Checkpoint for the members of a pair."""
+    return {kind: load_model(p, Path(p).stat().st_mtime_ns) for kind, p in pair.paths.items()}
+
+
+@st.cache_resource(show_spinner="Loading data…", max_entries=8)
+def _data(name: str, source: str, image_shape: tuple):
+    return catalog.data_for({"name": name, "source": source}, image_shape)
+
+
+def load_pair_data(pair: catalog.PairInfo):
+    """The data set the pair was trained on (or the best local stand-in, with notes)."""
+    meta = next(iter(load_pair_models(pair).values())).dataset
+    return _data(meta.get("name", ""), meta.get("source", ""), tuple(pair.image_shape))
+
+
+@st.cache_resource(show_spinner=False)
+def registry():
+    """The training-job registry shared by all sessions (one job per configuration)."""
+    from vae.jobs import JobRegistry
+
+    s = settings()
+    return JobRegistry(out_dir=s.trained_dir, max_running=s.max_running_jobs, train_threads=s.train_threads)
+
+
+def pair_picker() -> catalog.PairInfo | None:
+    """Sidebar model picker shown on every page; the choice is kept per visitor."""
+    pairs, problems = list_pairs()
+    for p in problems:
+        st.sidebar.warning(f"Skipped an unreadable checkpoint: {p}")
+    if not pairs:
+        st.sidebar.info("No trained models yet: train a pair on the **Train** page.")
+        return None
+    by_name = {p.name: p for p in pairs}
+    if st.session_state.get(PAIR_KEY) not in by_name:
+        st.session_state[PAIR_KEY] = _default_pair(pairs).name
+    name = st.sidebar.selectbox("Model pair (AE and VAE)", list(by_name), key=PAIR_KEY,
+                                format_func=lambda n: by_name[n].label)
+    return by_name[name]
+
+
+def _default_pair(pairs: list[catalog.PairInfo]) -> catalog.PairInfo:
+    # the 2-D MNIST pair is the clearest first lesson: its map is the latent space itself
+    for p in pairs:
+        if p.preset == "mnist-2d":
+            return p
+    return pairs[0]
+
+
+def show_error(err: Exception, what: str) -> None:
+    """A clear message for expected failures; anything else shows its type too."""
+    if isinstance(err, LatentExplorerError):
+        st.error(f"{what}: {err}")
+    else:
+        st.error(f"{what}: unexpected {type(err).__name__}: {err}")

