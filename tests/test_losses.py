@@ -50,3 +50,12 @@ def test_bits_per_dim_of_uniform_density_is_eight():
     # a uniform density on [0, 1] has NLL 0; each of 256 levels then has probability 1/256: 8 bits
     assert abs(losses.bits_per_dim(0.0, 3072) - 8.0) < 1e-9
     assert abs(losses.bits_per_dim(0.0, 10, bin_width=2 / 256) - 7.0) < 1e-9
+
+
+def test_bernoulli_nll_matches_torch_bce_with_logits():
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    logits, x = torch.randn(4, 1, 8, 8) * 10, torch.rand(4, 1, 8, 8)
+    expected = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+    assert torch.allclose(losses.bernoulli_nll(logits, x), expected, atol=1e-4)

@@ -1,0 +1,333 @@
+"""One epoch of the same MNIST VAE trained two ways, in one process, timed side by side.
+
+(a) reference: the PyTorch example (pytorch/examples vae/main.py): a 784-400-20 VAE, BCE summed
+    plus the closed-form KL, Adam lr 1e-3, batch 128, fed by a torchvision Dataset + DataLoader
+    + ToTensor (one PIL image per sample), trained by a plain Python loop;
+(b) ours: the same architecture built from `vae.models.ModelConfig` (Bernoulli likelihood)
+    and trained by `vae.train.Trainer`, which draws batches by index from a resident uint8 tensor.
+
+Both start from the same weights, see the same number of images, run on the same number of
+threads, and are scored with the same test loss (-ELBO per image in nats, one posterior sample,
+on the test split). Repeats alternate the order (ref, ours / ours, ref) so a drifting machine
+load biases neither side; the table shows medians.
+
+    .venv/bin/python bench/train_speed.py [--data ../shared/data/mnist.npz] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+
+from vae.data import ImageDataset, load_dataset  # noqa: E402
+from vae.models import Autoencoder, ModelConfig  # noqa: E402
+from vae.train import Callback, TrainConfig, Trainer  # noqa: E402
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
+BATCH_SIZE, LR = 128, 1e-3
+
+
+# --- data ------------------------------------------------------------------------------------
+def load_mnist(path: Path, root: Path | None) -> tuple[ImageDataset, object, object, str]:
+    """Our resident data set plus the reference's torchvision-style train/test Datasets."""
+    from torchvision import datasets, transforms
+
+    if root is not None:
+        try:  # the real thing, if MNIST is already on disk (this machine has no network)
+            ref = [datasets.MNIST(str(root), train=t, download=False, transform=transforms.ToTensor())
+                   for t in (True, False)]
+            return load_dataset("mnist", root, download=False, fallback=False), *ref, f"torchvision MNIST in {root}"
+        except Exception as err:  # noqa: BLE001  (any failure: say so and use the arrays)
+            note = f"no torchvision MNIST in {root} ({type(err).__name__}); "
+    else:
+        note = ""
+    if path.is_file():
+        data, note = load_dataset(str(path)), note + f"arrays from {path}"
+    else:
+        data = load_dataset("embedded-mnist")
+        note += f"{path} not found: using the {len(data.train) + len(data.test):,} embedded MNIST digits"
+    return data, ArrayMNIST(data, train=True), ArrayMNIST(data, train=False), note
+
+
+class ArrayMNIST(torch.utils.data.Dataset):
+    """torchvision.datasets.MNIST over in-memory arrays: a PIL image per sample, then ToTensor,
+    so the reference pays exactly the per-image cost that the real `datasets.MNIST` pays."""
+
+    def __init__(self, data: ImageDataset, train: bool):
+        from torchvision import transforms
+
+        split = data.train if train else data.test
+        self.images, self.targets = split.images[:, 0].numpy(), split.labels.tolist()
+        self.transform = transforms.ToTensor()
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i])), self.targets[i]  # uint8 HxW -> mode "L"
+
+
+# --- (a) the reference: pytorch/examples vae/main.py --------------------------------------------
+class ExampleVAE(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(784, 400)
+        self.fc21 = nn.Linear(400, 20)
+        self.fc22 = nn.Linear(400, 20)
+        self.fc3 = nn.Linear(20, 400)
+        self.fc4 = nn.Linear(400, 784)
+
+    def encode(self, x):
+        h1 = F.relu(self.fc1(x))
+        return self.fc21(h1), self.fc22(h1)
+
+    def reparameterize(self, mu, logvar):
+        std = torch.exp(0.5 * logvar)
+        return mu + torch.randn_like(std) * std
+
+    def decode(self, z):
+        return torch.sigmoid(self.fc4(F.relu(self.fc3(z))))
+
+    def forward(self, x):
+        mu, logvar = self.encode(x.view(-1, 784))
+        return self.decode(self.reparameterize(mu, logvar)), mu, logvar
+
+
+def example_loss(recon_x, x, mu, logvar):
+    # Reconstruction + KL summed over all elements and the batch; KL from Kingma & Welling
+    # (2014), Appendix B. The example's newer continuous-Bernoulli term is left out: our
+    # Bernoulli likelihood leaves it out too, so both sides minimise the same objective.
+    bce = F.binary_cross_entropy(recon_x, x.view(-1, 784), reduction="sum")
+    kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+    return bce + kld
+
+
+def reference_epoch(model: ExampleVAE, train_set, seed: int) -> float:
+    """The example's `train(epoch)` minus its logging prints; returns seconds."""
+    torch.manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    start = time.perf_counter()
+    loader = torch.utils.data.DataLoader(train_set, batch_size=BATCH_SIZE, shuffle=True)
+    model.train()
+    train_loss = 0.0
+    for data, _ in loader:
+        optimizer.zero_grad()
+        recon_batch, mu, logvar = model(data)
+        loss = example_loss(recon_batch, data, mu, logvar)
+        loss.backward()
+        train_loss += loss.item()
+        optimizer.step()
+    return time.perf_counter() - start
+
+
+def reference_test(model: ExampleVAE, test_set, seed: int) -> tuple[float, float]:
+    """The example's `test(epoch)`: mean loss per test image, and the seconds it took."""
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    model.eval()
+    test_loss = 0.0
+    with torch.no_grad():
+        for data, _ in torch.utils.data.DataLoader(test_set, batch_size=BATCH_SIZE, shuffle=True):
+            recon_batch, mu, logvar = model(data)
+            test_loss += example_loss(recon_batch, data, mu, logvar).item()
+    return test_loss / len(test_set), time.perf_counter() - start
+
+
+# --- (b) ours ----------------------------------------------------------------------------------
+def our_model_like(ref: ExampleVAE) -> Autoencoder:
+    """The same 784-400-20 VAE from our config, starting from the reference's weights."""
+    model = Autoencoder(ModelConfig(family="mlp", hidden=(400,), latent_dim=20, image_shape=(1, 28, 28),
+                                    likelihood="bernoulli"))
+    pairs = [(model.encoder[1], ref.fc1), (model.to_mean, ref.fc21), (model.to_logvar, ref.fc22),
+             (model.decoder[0][0], ref.fc3), (model.decoder[0][2], ref.fc4)]
+    with torch.no_grad():
+        for ours, theirs in pairs:
+            ours.weight.copy_(theirs.weight)
+            ours.bias.copy_(theirs.bias)
+    return model
+
+
+class _EvalClock(Callback):
+    """Notes when the trainer finishes the epoch's last step and starts its test evaluation."""
+
+    def __init__(self):
+        self.train_end = None
+
+    def on_step_end(self, progress):
+        if progress.phase == "eval" and self.train_end is None:
+            self.train_end = time.perf_counter()
+
+
+def our_epoch(model: Autoencoder, data: ImageDataset, seed: int, threads: int) -> tuple[float, float, float]:
+    """One epoch through our Trainer: (train seconds, test -ELBO per image, eval seconds)."""
+    clock = _EvalClock()
+    config = TrainConfig(epochs=1, batch_size=BATCH_SIZE, lr=LR, seed=seed, num_threads=threads,
+                         eval_batch_size=1000, device="cpu")
+    start = time.perf_counter()
+    result = Trainer({"vae": model}, data, config, callbacks=[clock]).fit()
+    end = time.perf_counter()
+    return clock.train_end - start, result.history["vae"][0]["test"]["neg_elbo"], end - clock.train_end
+
+
+# --- the machine's matmul peak and our epoch's FLOPs ----------------------------------------
+def matmul_peak_gflops(sizes=(1024, 2048), seconds: float = 0.5, trials: int = 3) -> float:
+    """Best float32 GFLOP/s of an n x n torch.mm loop over a few n, on the current threads."""
+    best = 0.0
+    for n in sizes:
+        a, b, out = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+        torch.mm(a, b, out=out)
+        for _ in range(trials):
+            reps, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                torch.mm(a, b, out=out)
+                reps += 1
+            best = max(best, 2 * n**3 * reps / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def matmul_floor(model: nn.Module, images: int, trials: int = 5) -> tuple[float, float]:
+    """(seconds, FLOPs) per epoch of one step's matmuls alone, timed in isolation (best of trials).
+
+    Per Linear layer: the forward x W^T + b, the weight gradient g^T x and, except for the first
+    layer (whose input needs no gradient), the input gradient g W. No dense float32 loop for
+    this model, batch size and thread setting can beat this.
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    ops, flops = [], 0
+    for layer in layers:
+        x, g = torch.randn(BATCH_SIZE, layer.in_features), torch.randn(BATCH_SIZE, layer.out_features)
+        w, b = layer.weight.detach(), layer.bias.detach()
+        ops += [partial(F.linear, x, w, b), partial(torch.mm, g.t(), x)]
+        flops += 2 * 2 * BATCH_SIZE * layer.in_features * layer.out_features
+        if layer is not layers[0]:
+            ops.append(partial(torch.mm, g, w))
+            flops += 2 * BATCH_SIZE * layer.in_features * layer.out_features
+    best = math.inf
+    for _ in range(trials):
+        start = time.perf_counter()
+        for _ in range(20):
+            for op in ops:
+                op()
+        best = min(best, (time.perf_counter() - start) / 20)
+    steps = math.ceil(images / BATCH_SIZE)
+    return best * steps, flops * steps
+
+
+def epoch_flops(model: nn.Module, images: int) -> float:
+    """Forward + backward ~ 3x the forward matmul FLOPs (2 * in * out per Linear per image)."""
+    forward = sum(2 * m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear))
+    return 3 * forward * images
+
+
+# --- the comparison ----------------------------------------------------------------------------
+@dataclass
+class Run:
+    train_s: float  # one training epoch, data loading included
+    test_loss: float  # -ELBO per test image, nats
+    eval_s: float
+
+
+def run_reference(train_set, test_set, seed: int) -> Run:
+    torch.manual_seed(seed)
+    model = ExampleVAE()
+    train_s = reference_epoch(model, train_set, seed)
+    return Run(train_s, *reference_test(model, test_set, seed))
+
+
+def run_ours(data: ImageDataset, seed: int, threads: int) -> Run:
+    torch.manual_seed(seed)
+    model = our_model_like(ExampleVAE())  # the reference's initial weights, same seed
+    return Run(*our_epoch(model, data, seed, threads))
+
+
+def compare(args, data: ImageDataset, ref_train, ref_test) -> dict[str, list]:
+    """Each repeat: both epochs (order alternating), then the machine's peak and matmul floor."""
+    out: dict[str, list] = {"reference": [], "ours": [], "peak": [], "floor": [], "floor_flops": []}
+    for r in range(args.repeats):
+        for side in ("reference", "ours") if r % 2 == 0 else ("ours", "reference"):
+            if side == "reference":
+                run = run_reference(ref_train, ref_test, args.seed)
+            else:
+                run = run_ours(data, args.seed, args.threads)
+            out[side].append(run)
+            print(f"  repeat {r + 1}/{args.repeats} {side:9s} {run.train_s:6.2f} s/epoch  "
+                  f"test {run.test_loss:.2f} nats", flush=True)
+        out["peak"].append(matmul_peak_gflops())
+        floor_s, floor_flops = matmul_floor(ExampleVAE(), len(data.train))
+        out["floor"].append(floor_s)
+        out["floor_flops"].append(floor_flops)
+    return out
+
+
+def print_table(res: dict[str, list], flops: float, target: float) -> None:
+    peak, floor = max(res["peak"]), statistics.median(res["floor"])
+    med = {side: statistics.median(r.train_s for r in res[side]) for side in ("reference", "ours")}
+    print(f"\n{'':12s} {'s/epoch':>8s} {'(min..max)':>14s} {'eval s':>7s} {'test -ELBO':>11s} "
+          f"{'GFLOP/s':>8s} {'of peak':>8s}")
+    for side in ("reference", "ours"):
+        times = [r.train_s for r in res[side]]
+        rate = flops / med[side] / 1e9
+        print(f"{side:12s} {med[side]:8.2f} {f'({min(times):.2f}..{max(times):.2f})':>14s} "
+              f"{statistics.median(r.eval_s for r in res[side]):7.2f} {res[side][0].test_loss:11.2f} "
+              f"{rate:8.1f} {rate / peak:8.1%}")
+    rate = res["floor_flops"][0] / floor / 1e9  # its own FLOPs: no input gradient for the first layer
+    print(f"{'matmuls only':12s} {floor:8.2f} {'':>14s} {'':>7s} {'':>11s} {rate:8.1f} {rate / peak:8.1%}")
+    ratios = [o.train_s / r.train_s for o, r in zip(res["ours"], res["reference"])]
+    floors = [f / r.train_s for f, r in zip(res["floor"], res["reference"])]
+    ratio = med["ours"] / med["reference"]
+    verdict = "met" if ratio <= target else "NOT met"
+    print(f"\nours / reference time: {ratio:.3f} (ratio of medians; per repeat "
+          f"{', '.join(f'{x:.3f}' for x in ratios)}); target <= {target:.2f}: {verdict}")
+    print(f"matmuls only / reference: {floor / med['reference']:.3f} (per repeat "
+          f"{', '.join(f'{x:.3f}' for x in floors)}): the float32 floor for any loop at this thread count")
+    ref_loss, our_loss = res["reference"][0].test_loss, res["ours"][0].test_loss
+    print(f"test loss, ours vs reference: {our_loss - ref_loss:+.2f} nats ({our_loss / ref_loss - 1:+.2%}; "
+          f"within 1%: {'yes' if abs(our_loss / ref_loss - 1) <= 0.01 else 'NO'})")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MNIST .npz (default: %(default)s)")
+    p.add_argument("--root", type=Path, default=None,
+                   help="a torchvision MNIST root to use instead of --data, if MNIST is there")
+    p.add_argument("--repeats", type=int, default=3, help="epochs per side; the table shows medians")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for both sides (0: torch's default); see bench/README.md")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--target", type=float, default=0.3, help="the ours/reference time ratio to meet")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data, ref_train, ref_test, note = load_mnist(args.data, args.root)
+    print(f"data: {note} ({len(data.train):,} train, {len(data.test):,} test images)")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch {BATCH_SIZE}, "
+          f"Adam lr {LR}, seed {args.seed}, {args.repeats} repeat(s)\n")
+    res = compare(args, data, ref_train, ref_test)
+    flops = epoch_flops(ExampleVAE(), len(data.train))
+    print(f"\nfloat32 matmul peak: {max(res['peak']):.1f} GFLOP/s (best n x n torch.mm loop, n = 1024, 2048; "
+          f"per repeat {', '.join(f'{p:.0f}' for p in res['peak'])})")
+    print(f"epoch FLOPs: {flops / 1e9:.1f} GFLOP (3 x forward Linear FLOPs x {len(data.train):,} images); "
+          f"GFLOP/s below = that / s per epoch")
+    print_table(res, flops, args.target)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
