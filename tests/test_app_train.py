@@ -1,0 +1,137 @@
+import threading
+import time
+
+import numpy as np
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+
+@pytest.fixture
+def app_env(tmp_path, monkeypatch):
+    """Settings pointing at empty temporary folders; fresh process-wide caches before and after."""
+    monkeypatch.setenv("LATENT_EXPLORER_STATE", str(tmp_path / "state"))
+    monkeypatch.setenv("LATENT_EXPLORER_CHECKPOINTS", str(tmp_path / "shipped"))
+    monkeypatch.setenv("LATENT_EXPLORER_TRAIN_THREADS", "1")
+    monkeypatch.setenv("LATENT_EXPLORER_HOSTED", "0")
+    for name in ("LATENT_EXPLORER_MAX_EPOCHS", "LATENT_EXPLORER_MAX_TRAIN", "LATENT_EXPLORER_LOCAL_PATHS"):
+        monkeypatch.delenv(name, raising=False)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield tmp_path
+    from ui import state
+
+    state.registry().shutdown()  # the registry the app used (cache_resource is process-wide)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+@pytest.fixture
+def bands_npz(tmp_path):
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        y = rng.integers(0, 3, n)
+        x = rng.integers(0, 60, (n, 28, 28), dtype=np.uint8)
+        for c in range(3):
+            x[y == c, 9 * c:9 * c + 9, :] += 150
+        return x, y
+
+    (xtr, ytr), (xte, yte) = split(600), split(100)
+    path = tmp_path / "bands.npz"
+    np.savez(path, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+    return path
+
+
+def train_page(at: AppTest, source: str, *, preset="mnist-mlp", epochs=2, batch=64, latent=4) -> AppTest:
+    """Fill the Train page's form for a local data file and press Start."""
+    at.selectbox(key="train_dataset").select("path").run()
+    at.text_input(key="train_path").input(source).run()
+    at.selectbox(key="train_preset").select(preset).run()
+    at.number_input(key=f"train_epochs_{preset}").set_value(epochs)
+    at.number_input(key=f"train_batch_{preset}").set_value(batch)
+    at.number_input(key=f"train_latent_{preset}").set_value(latent)
+    return at.button(key="FormSubmitter:train_form-Start training").click().run()
+
+
+def texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+def rerun_until(at: AppTest, predicate, timeout=20.0) -> AppTest:
+    deadline = time.monotonic() + timeout
+    while not predicate(at.run()):
+        assert time.monotonic() < deadline, "the page never showed what the test waited for"
+        time.sleep(0.2)
+    return at
+
+
+def test_train_page_trains_shows_progress_stops_and_every_page_shows_the_pair(app_env, bands_npz):
+    at = AppTest.from_file("app.py", default_timeout=30).run()
+    assert not at.exception and "No models yet" in " ".join(texts(at.info))
+    at.switch_page("pages/1_Train.py").run()
+    train_page(at, str(bands_npz), epochs=200, batch=8)
+    assert not at.exception and not at.error
+    rerun_until(at, lambda a: a.get("progress"))
+    assert "Epoch 1/200" in at.get("progress")[0].proto.text and "images/s" in at.get("progress")[0].proto.text
+    jobs = at.dataframe[0].value
+    assert list(jobs["state"]) == ["running"] and jobs["pair"][0].startswith("mnist-mlp-bands-")
+    name = jobs["pair"][0]
+
+    other = AppTest.from_file("pages/1_Train.py", default_timeout=30).run()  # another visitor or tab
+    assert list(other.dataframe[0].value["pair"]) == [name] and other.get("progress")
+
+    t0 = time.monotonic()
+    [stop] = [b for b in at.button if b.key and b.key.startswith("train_stop_")]
+    stop.click().run()
+    assert time.monotonic() - t0 < 10
+    assert any(f"**{name}** is saved and in the model picker" in w for w in texts(at.warning)), texts(at.warning)
+    assert at.sidebar.selectbox[0].value == name and at.session_state["pair_name"] == name
+
+    at.switch_page("app.py").run()  # the home page of the same visitor shows the new pair
+    assert not at.exception and at.sidebar.selectbox[0].value == name
+    assert name in list(at.dataframe[0].value["pair"])
+
+
+def test_repeating_a_running_configuration_shows_the_same_job(app_env, bands_npz):
+    at = AppTest.from_file("pages/1_Train.py", default_timeout=30).run()
+    train_page(at, str(bands_npz), epochs=200, batch=8)
+    again = AppTest.from_file("pages/1_Train.py", default_timeout=30).run()
+    train_page(again, str(bands_npz), epochs=200, batch=8)
+    assert any("already running" in i for i in texts(again.info))
+    assert len(again.dataframe[0].value) == 1
+    assert len([t for t in threading.enumerate() if t.name.startswith("train-")]) == 1
+
+
+def test_a_finished_job_says_so_and_selects_its_pair(app_env, bands_npz):
+    at = AppTest.from_file("pages/1_Train.py", default_timeout=30).run()
+    train_page(at, str(bands_npz), epochs=1)
+    rerun_until(at, lambda a: a.success)
+    assert "is now in the model picker" in at.success[0].value
+    assert at.sidebar.selectbox[0].value == at.session_state["pair_name"] == at.dataframe[0].value["pair"][0]
+    assert len(at.get("plotly_chart")) == 2  # the loss curves and the latent maps
+
+
+def test_bad_data_is_reported_plainly_with_other_choices(app_env, tmp_path):
+    at = AppTest.from_file("pages/1_Train.py", default_timeout=30).run()
+    at.selectbox(key="train_dataset").select("path").run()
+    at.text_input(key="train_path").input(str(tmp_path / "nowhere.npz")).run()
+    assert "no such file or folder" in at.error[0].value and "shipped with the app" in at.error[0].value
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"not a zip file")
+    at.text_input(key="train_path").input(str(broken)).run()
+    train_page(at, str(broken))
+    rerun_until(at, lambda a: a.error)
+    assert at.error[0].value.startswith("Training failed: DatasetError:") and "not a readable .npz" in at.error[0].value
+    assert any(b.label == "Train these settings on the shipped MNIST digits" for b in at.button)
+
+
+def test_hosted_mode_hides_server_paths_and_caps_the_form(app_env, monkeypatch):
+    monkeypatch.setenv("LATENT_EXPLORER_HOSTED", "1")
+    st.cache_resource.clear()
+    at = AppTest.from_file("pages/1_Train.py", default_timeout=30).run()
+    assert not at.exception
+    assert "path" not in at.selectbox(key="train_dataset").options
+    preset = at.selectbox(key="train_preset").value
+    assert at.number_input(key=f"train_epochs_{preset}").max == 20
+    assert at.number_input(key=f"train_limit_{preset}").value == 20_000
