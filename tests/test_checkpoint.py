@@ -89,3 +89,19 @@ c.save_checkpoint(Checkpoint(m, epoch=2), {str(path)!r})
     assert proc.returncode == -9
     ck = load_checkpoint(path)
     assert ck.epoch == 1 and ck.config == model.config
+
+
+def test_strip_optimizer_keeps_the_model_and_shrinks_the_file(tmp_path, model):
+    from vae.checkpoint import strip_optimizer
+
+    opt = torch.optim.Adam(model.parameters())
+    model.train()
+    model.loss(model.preprocess(torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8))).total.mean().backward()
+    opt.step()
+    path = save_checkpoint(Checkpoint(model, optimizer_state=opt.state_dict(), epoch=2), tmp_path / "m.safetensors")
+    full = path.stat().st_size
+    assert load_checkpoint(path).optimizer_state["state"]
+    strip_optimizer(path)
+    ck = load_checkpoint(path)
+    assert ck.optimizer_state is None and ck.epoch == 2 and path.stat().st_size < full / 2
+    assert oct(path.stat().st_mode & 0o777) != oct(0o600)  # readable by the server's user

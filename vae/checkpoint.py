@@ -60,6 +60,7 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is an ordinary file
         save_file(tensors, tmp, metadata={_META_KEY: json.dumps(meta)})
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -69,6 +70,19 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
             os.unlink(tmp)
     ckpt.path = path
     return path
+
+
+def strip_optimizer(path: str | Path) -> Path:
+    """Rewrite a checkpoint without its optimizer state (a third of the size: what ships)."""
+    ck = load_checkpoint(path)
+    ck.optimizer_state = None
+    return save_checkpoint(ck, path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_metadata(path: str | Path) -> dict:

@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                "PREFIX-vae.safetensors (default checkpoints/<preset>)")
     p.add_argument("--checkpoint-every", type=int, default=0, help="also save every N epochs")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints at --out")
+    p.add_argument("--weights-only", action="store_true", help="save without the optimizer state (a third "
+                                                               "of the size; what ships; cannot be resumed)")
     p.add_argument("--limit-train", type=int, default=None, help="use a random subset of the training split")
     p.add_argument("--limit-test", type=int, default=None, help="use a random subset of the test split")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -100,7 +102,8 @@ def _run(args) -> int:
     resume = {k: load_checkpoint(p) for k, p in out.items()} if args.resume else None
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C: stop cleanly, keep a checkpoint
-    trainer = Trainer(models, data, config, callbacks=[_ProgressBar()], stop_event=stop, out=out, resume=resume)
+    trainer = Trainer(models, data, config, callbacks=[_ProgressBar()], stop_event=stop, out=out, resume=resume,
+                      save_optimizer=not args.weights_only)
     print(f"training {', '.join(kinds)} of {args.preset} on {data.name} ({len(data.train):,} train / "
           f"{len(data.test):,} test images) on {trainer.device}, {config.epochs} epochs")
     result = trainer.fit()

@@ -77,7 +77,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
         "Small conv net (32-64-128 channels, stride 2) with latent 128 and a Gaussian likelihood "
         "with a learned scale; trains on CIFAR-10 on a laptop CPU in minutes per epoch.",
         ModelConfig(family="conv", latent_dim=128, image_shape=_CIFAR, hidden=(32, 64, 128),
-                    likelihood="gaussian-learned"),
+                    likelihood="gaussian-learned", init_log_scale=-2.3),  # sigma starts at 0.1
         default_dataset="cifar10", epochs=15, batch_size=128, lr=1e-3,
     ),
 ]}

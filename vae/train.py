@@ -96,7 +96,8 @@ class TrainResult:
 class Trainer:
     def __init__(self, models: dict[str, Autoencoder], data: ImageDataset, config: TrainConfig,
                  callbacks: list[Callback] | None = None, stop_event: threading.Event | None = None,
-                 out: dict[str, str | Path] | None = None, resume: dict[str, Checkpoint] | None = None):
+                 out: dict[str, str | Path] | None = None, resume: dict[str, Checkpoint] | None = None,
+                 save_optimizer: bool = True):
         if not models:
             raise ConfigError("models is empty: give at least one model to train")
         for name, m in models.items():
@@ -107,6 +108,7 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         self.stop_event = stop_event or threading.Event()
         self.out = {k: Path(v) for k, v in (out or {}).items()}
+        self.save_optimizer = save_optimizer  # False: smaller files that cannot resume exactly
         self.device = pick_device(config.device)
         self.history: dict[str, list] = {name: [] for name in models}
         self.start_epoch = 0
@@ -228,7 +230,7 @@ class Trainer:
                 continue
             ck = Checkpoint(model=model, dataset=self.data.describe(), metrics=self.test.get(name, {}),
                             history=self.history[name], train=asdict(self.config), epoch=epoch,
-                            optimizer_state=self.optimizers[name].state_dict(),
+                            optimizer_state=self.optimizers[name].state_dict() if self.save_optimizer else None,
                             extra={"stopped": stopped, "wall_s": round(self._clock.elapsed(), 1),
                                    "device": str(self.device)})
             saved[name] = save_checkpoint(ck, self.out[name])
