@@ -1,0 +1,131 @@
+"""Grid decoder: decode any location of the map, not only the codes of real images."""
+from __future__ import annotations
+
+import streamlit as st
+
+from ui import maps, state
+from vae.errors import LatentExplorerError
+from vae.latent import nearest_indices
+
+st.set_page_config(page_title="Grid decoder · Latent Explorer", page_icon="🧭", layout="wide")
+pair = state.pair_picker()
+
+st.title("Grid decoder")
+st.markdown(
+    """
+The decoder accepts **any** code, not only the codes of real images. Here a grid of codes laid
+over the map is decoded, and you can **click anywhere on a map**, including the empty space
+between the coloured groups, to see what that code turns into. Where the AE has no data, its
+decoder usually makes a smudge that is no digit (a *hole*); at the same place the VAE still
+draws a digit, because its training fills the whole prior circle.
+"""
+)
+if pair is None:
+    st.stop()
+
+CLICK, SEEN = "grid_click", "grid_seen_clicks"  # the clicked location; the last click read per map
+models = state.load_pair_models(pair)
+try:
+    data = state.load_pair_data(pair)
+except LatentExplorerError as err:
+    state.show_error(err, "This pair's test images are not available")
+    maps.show_prior_samples(models)
+    st.stop()
+for note in data.notes:
+    st.info(note)
+
+method, n_points = maps.map_controls(pair.latent_dim, len(data.test))
+try:
+    lmap = maps.latent_map(pair, method, n_points)
+except LatentExplorerError as err:
+    state.show_error(err, f"Could not compute the {method} map")
+    st.stop()
+
+# --- the grid ---------------------------------------------------------------------------------
+can_gauss = method == "identity" and lmap.reference == "vae"
+c = st.columns([1, 1, 1.3, 1.3])
+n = c[0].slider("Grid cells per side", 5, 30, 15, help="n × n codes are decoded per model (a few ms each).")
+zoom = c[1].slider("Range (× the data's extent)", 0.5, 3.0, 1.0, 0.25,
+                   help="Zoom out to see what the decoders make of codes far from any data.")
+gaussian = c[2].toggle("Equal prior mass per cell", value=False, disabled=not can_gauss,
+                       help="For a 2-D VAE: grid nodes at the N(0, 1) quantiles, dense near the centre where "
+                            "the prior puts its codes (the classic VAE manifold picture).") and can_gauss
+tiles_under = c[3].toggle("Decoded images under the dots", value=True, disabled=gaussian,
+                          help="Paint each grid cell with what its centre decodes to.") and not gaussian
+show_prior = lmap.prior_center() is not None
+xlim, ylim = maps.zoomed_limits(lmap, zoom)
+spec = maps.GridSpec(n, xlim, ylim, gaussian)
+st.info("**How a location becomes a code.** " + lmap.inverse_note())
+
+tiles = {kind: maps.decoded_grid(lmap.key, kind, n, xlim, ylim, gaussian, lmap, models[kind].model)
+         for kind in lmap.kinds}
+canvas = maps.MapCanvas(xlim, ylim)
+images = {kind: maps.map_image(lmap.key, kind, n, xlim, ylim, gaussian, tiles_under, show_prior, lmap, tiles[kind])
+          for kind in lmap.kinds}
+
+# --- read a new click (the component's value is in session state before it is drawn) ----------
+seen = st.session_state.setdefault(SEEN, {})
+fresh = []
+for kind in lmap.kinds:
+    value = st.session_state.get(f"grid_map_{kind}")
+    if value and value.get("unix_time") != seen.get(kind):
+        seen[kind] = value.get("unix_time")
+        fresh.append((value.get("unix_time") or 0, kind, value))
+if fresh:
+    _, kind, value = max(fresh, key=lambda f: f[0])
+    point = maps.click_to_data(value, canvas)
+    if point is not None:
+        st.session_state[CLICK] = {"map": lmap.key, "kind": kind, "point": point}
+
+if "ae" in lmap.kinds and st.button("Take me to the emptiest spot on the AE's map",
+                                    help="The location among the AE's codes that is farthest from every one of them."):
+    st.session_state[CLICK] = {"map": lmap.key, "kind": "ae", "point": maps.largest_gap(lmap.points["ae"], xlim, ylim)}
+click = st.session_state.get(CLICK)
+click = click if click and click["map"] == lmap.key else None
+
+# --- the two clickable maps ------------------------------------------------------------------
+cols = st.columns(len(lmap.kinds))
+for col, kind in zip(cols, lmap.kinds):
+    with col:
+        st.markdown(f"**{maps.MODEL_LABELS[kind]}**" + (" — dashed: the prior's 2σ circle" if kind == "vae" and
+                                                         show_prior else ""))
+        image = maps.draw_click_marker(images[kind], canvas, click["point"]) if click else images[kind]
+        maps.clickable_map(image, key=f"grid_map_{kind}", photo=tiles_under)
+if not show_prior and "vae" in lmap.kinds:
+    st.caption("The prior N(0, I) cannot be drawn on a UMAP or t-SNE map (they bend space); use PCA or a 2-D pair.")
+
+# --- the clicked location, decoded ------------------------------------------------------------
+st.subheader("The clicked location, decoded")
+if click is None:
+    st.caption("Click anywhere on a map above. Try the white space between groups on the AE's map.")
+else:
+    x, y = click["point"]
+    st.markdown(f"You clicked the **{maps.MODEL_LABELS[click['kind']]}** map at ({x:.3g}, {y:.3g}); "
+                "here is that location decoded by each model, with the real test images nearest to it on that "
+                "model's map.")
+    out = st.columns(len(lmap.kinds))
+    for col, kind in zip(out, lmap.kinds):
+        with col:
+            decoded = maps.decode_map_points(lmap, kind, models[kind].model, [click["point"]])[0]
+            near = nearest_indices(lmap.points[kind], click["point"], k=5)
+            dist = float(((lmap.points[kind][near[0]] - click["point"]) ** 2).sum() ** 0.5)
+            mark = " (clicked)" if kind == click["kind"] else " (same place)"
+            st.image(maps.enlarge(decoded, 224), width=224, caption=f"{maps.MODEL_LABELS[kind]}{mark}: decoded")
+            st.image([maps.enlarge(im, 56) for im in maps.split_images(data.test, lmap.indices[near])], width=56,
+                     caption=[lmap.classes[lmap.labels[r]] for r in near])
+            st.caption(f"Nearest real images on the {maps.MODEL_LABELS[kind]} map; the closest is {dist:.2g} "
+                       f"map units away ({dist / (xlim[1] - xlim[0]):.0%} of the view's width).")
+
+# --- the whole grid as one picture ------------------------------------------------------------
+st.subheader("The decoded grid")
+st.caption(("Nodes at the prior's quantiles: every cell holds the same prior probability. " if gaussian else
+            f"Each tile is the decoding of its cell's centre; the grid covers the maps above "
+            f"(x ∈ [{xlim[0]:.3g}, {xlim[1]:.3g}], y ∈ [{ylim[0]:.3g}, {ylim[1]:.3g}]). ") +
+           "Top row = largest y, as on the maps.")
+grid_cols = st.columns(len(lmap.kinds))
+for col, kind in zip(grid_cols, lmap.kinds):
+    png = maps.decoded_grid_png(lmap.key, kind, n, xlim, ylim, gaussian, tiles[kind])
+    col.image(png, caption=f"{maps.MODEL_LABELS[kind]}: {n}×{n} decoded grid", width="stretch")
+    col.download_button(f"Download the {maps.MODEL_LABELS[kind]} grid (PNG)", png,
+                        file_name=f"grid-{pair.name}-{kind}-{method}-{n}x{n}.png", mime="image/png",
+                        key=f"grid_png_{kind}")

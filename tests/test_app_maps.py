@@ -1,0 +1,255 @@
+"""The map pages (Latent map, Grid decoder, Draw) and ui/maps.py, ui/drawing.py.
+
+Two tiny pairs are trained once for the module (a 2-D one and an 8-D one, one epoch on a
+few hundred embedded MNIST digits); each page is run headless with streamlit's AppTest.
+"""
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+import streamlit as st
+import torch
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from ui import drawing, maps
+from vae import TrainConfig, Trainer, make_pair
+from vae.data import load_dataset
+from vae.projections import ProjectionCache
+
+PAGES = ["pages/2_Latent_map.py", "pages/3_Grid_decoder.py", "pages/5_Draw.py"]
+PAIRS = {"tiny2d": 2, "tiny8d": 8}
+
+
+@pytest.fixture(scope="module")
+def pair_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("checkpoints")
+    data = load_dataset("embedded-mnist").limit(train=256, test=64)
+    for name, dim in PAIRS.items():
+        torch.manual_seed(0)
+        models = make_pair("mnist-2d" if dim == 2 else "mnist-mlp", data.image_shape, latent_dim=dim)
+        out = {kind: folder / f"{name}-{kind}.safetensors" for kind in models}
+        Trainer(models, data, TrainConfig(epochs=1, batch_size=64, eval_batch_size=64), out=out).fit()
+    return folder
+
+
+@pytest.fixture
+def app_env(pair_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENT_EXPLORER_CHECKPOINTS", str(pair_dir))
+    monkeypatch.setenv("LATENT_EXPLORER_STATE", str(tmp_path / "state"))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield tmp_path / "state"
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+def run_page(page: str, pair: str, **state) -> AppTest:
+    at = AppTest.from_file(page, default_timeout=120)
+    at.session_state["pair_name"] = pair
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def canvas_value(rgba: np.ndarray) -> dict:
+    """What streamlit-drawable-canvas sends back: a PNG data URL of the canvas."""
+    buf = io.BytesIO()
+    Image.fromarray(rgba).save(buf, format="PNG")
+    return {"data": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(), "raw": {}}
+
+
+def a_drawn_one() -> np.ndarray:
+    rgba = np.zeros((280, 280, 4), np.uint8)
+    rgba[40:230, 150:175] = 255  # a white vertical bar, off-centre
+    return rgba
+
+
+# --- the pages -----------------------------------------------------------------------------
+@pytest.mark.parametrize("pair", PAIRS)
+def test_latent_map_page_shows_both_maps_and_a_selected_image(app_env, pair_dir, pair):
+    at = run_page(PAGES[0], pair)
+    assert len(at.get("plotly_chart")) == 2
+    assert any("1,000 test images" in c.value for c in at.caption)  # the whole embedded test split
+    assert len(at.get("download_button")) == 1
+    # a selection (what the on_select callback stores) shows the input and both reconstructions
+    at = run_page(PAGES[0], pair, latent_map_selected=(page_map_key(pair_dir, pair), 3))
+    assert len(at.get("imgs")) == 3
+    assert any("Input: test image" in str(i.proto) for i in at.get("imgs"))
+
+
+def page_map_key(folder, pair: str) -> str:
+    """The key the pages give this pair's default map (all 1,000 embedded test digits)."""
+    from vae.projections import file_sha256
+
+    ids = {kind: file_sha256(folder / f"{pair}-{kind}.safetensors") for kind in ("ae", "vae")}
+    data_key = maps.data_id("embedded-mnist", load_dataset("embedded-mnist").test)
+    return maps.map_key(ids, data_key, 1000, "identity" if PAIRS[pair] == 2 else "pca", 0)
+
+
+@pytest.mark.parametrize("pair", PAIRS)
+def test_grid_decoder_page_decodes_a_clicked_location(app_env, pair):
+    at = run_page(PAGES[1], pair)
+    assert len(at.get("component_instance")) == 2  # the two clickable maps
+    assert len(at.get("imgs")) == 2  # the two decoded grids
+    assert len(at.get("download_button")) == 2
+    assert any(("exactly" if pair == "tiny2d" else "PCA inverse") in i.value for i in at.info)
+    # a click in empty space on the AE map, as streamlit-image-coordinates reports it
+    at = run_page(PAGES[1], pair, grid_map_ae={"x": 60, "y": 30, "width": 496, "height": 480, "unix_time": 1})
+    assert any("You clicked the **AE** map" in m.value for m in at.markdown)
+    assert len(at.get("imgs")) == 2 + 2 * 2  # + per model: the decoded location and its nearest images
+
+
+@pytest.mark.parametrize("pair", PAIRS)
+def test_draw_page_encodes_a_drawing_and_marks_it_on_both_maps(app_env, pair):
+    at = run_page(PAGES[2], pair)
+    assert len(at.get("component_instance")) == 1  # the canvas
+    assert len(at.get("plotly_chart")) == 2
+    at = run_page(PAGES[2], pair, draw_canvas=canvas_value(a_drawn_one()))
+    assert len(at.get("imgs")) == 3  # what the models see, AE and VAE reconstructions
+    assert any("exactly where the code lands" in c.value for c in at.caption)
+    assert len(at.get("plotly_chart")) == 2
+
+
+def test_second_run_loads_the_projection_from_disk(app_env):
+    run_page(PAGES[0], "tiny8d")
+    files = sorted((app_env / "cache" / "projections").glob("pca-*.npz"))
+    assert len(files) == 2  # one per model
+    st.cache_resource.clear()  # a restarted server: only the disk cache is left
+    at = run_page(PAGES[0], "tiny8d")
+    assert any("loaded from the disk cache" in c.value for c in at.caption)
+
+
+# --- ui/maps.py ----------------------------------------------------------------------------
+def test_click_pixels_map_to_data_coordinates_exactly():
+    canvas = maps.MapCanvas(xlim=(-3.0, 5.0), ylim=(-1.0, 7.0), size=400)
+    corners = canvas.to_pixel([[-3.0, 7.0], [5.0, -1.0]])
+    np.testing.assert_allclose(corners, [[canvas.left, canvas.top], [canvas.left + 400, canvas.top + 400]])
+    points = np.random.default_rng(0).uniform([-3, -1], [5, 7], (50, 2))
+    back = np.array([canvas.to_data(*p) for p in canvas.to_pixel(points)])
+    np.testing.assert_allclose(back, points, atol=1e-9)
+    # a click on pixel (i, j) means its centre; a half-size display reports half-size pixels
+    px, py = canvas.to_pixel([[1.0, 3.0]])[0]
+    full = {"x": int(px), "y": int(py), "width": canvas.width, "height": canvas.height}
+    half = {"x": int(px) // 2, "y": int(py) // 2, "width": canvas.width / 2, "height": canvas.height / 2}
+    unit = 8.0 / 400  # map units per pixel
+    assert np.allclose(maps.click_to_data(full, canvas), (1.0, 3.0), atol=unit)
+    assert np.allclose(maps.click_to_data(half, canvas), (1.0, 3.0), atol=2 * unit)
+    assert maps.click_to_data({"x": 2, "y": 2, "width": canvas.width, "height": canvas.height}, canvas) is None
+    assert maps.click_to_data(None, canvas) is None
+
+
+def test_a_dot_is_drawn_where_a_click_on_it_lands():
+    canvas = maps.MapCanvas(xlim=(0.0, 10.0), ylim=(0.0, 10.0), size=200)
+    image = maps.render_map_image(canvas, np.array([[7.0, 2.0]]), np.array([3]))
+    assert image.shape == (canvas.height, canvas.width, 3)
+    rgb = image.astype(int)
+    ys, xs = np.nonzero(rgb.max(-1) - rgb.min(-1) > 30)  # the only coloured pixels: the dot (axes are grey)
+    assert 0 < len(xs) < 100
+    click = {"x": int(np.median(xs)), "y": int(np.median(ys)), "width": canvas.width, "height": canvas.height}
+    assert np.allclose(maps.click_to_data(click, canvas), (7.0, 2.0), atol=0.1)
+
+
+def test_uniform_grid_tiles_the_view_and_the_inverse_lands_under_the_click(pair_dir):
+    spec = maps.GridSpec(4, (0.0, 8.0), (0.0, 4.0))
+    pts = spec.points()
+    assert np.allclose(sorted(set(pts[:, 0])), [1, 3, 5, 7]) and np.allclose(pts[0], [1, 3.5])  # top row first
+    lmap, models = _tiny_map(pair_dir, "tiny8d")
+    where = np.array([[0.3, -0.2], [1.0, 1.0]], np.float32)
+    for kind in lmap.kinds:
+        # PCA: the decoded code lies exactly under the clicked point, for the aligned AE map too
+        np.testing.assert_allclose(lmap.to_map(kind, lmap.to_latent(kind, where)), where, atol=1e-4)
+        tiles = maps.decode_map_points(lmap, kind, models[kind], spec.points())
+        assert tiles.shape == (16, 28, 28, 1) and 0 <= tiles.min() and tiles.max() <= 1
+
+
+def test_projection_cache_is_reused_without_refitting(pair_dir, tmp_path, monkeypatch):
+    cache = ProjectionCache(tmp_path)
+    first, _ = _tiny_map(pair_dir, "tiny8d", cache=cache)
+    assert not first.from_disk and len(list(tmp_path.glob("pca-*.npz"))) == 2
+    monkeypatch.setattr(maps, "make_projection", lambda *a, **k: pytest.fail("refitted a cached projection"))
+    second, _ = _tiny_map(pair_dir, "tiny8d", cache=ProjectionCache(tmp_path))
+    assert second.from_disk
+    for kind in first.kinds:
+        np.testing.assert_allclose(second.points[kind], first.points[kind], atol=1e-5)
+
+
+def test_largest_gap_finds_the_hole_in_a_ring():
+    angles = np.linspace(0, 2 * np.pi, 200, endpoint=False)
+    ring = np.stack([np.cos(angles), np.sin(angles)], 1) * 3 + [10, -2]
+    assert np.allclose(maps.largest_gap(ring), (10, -2), atol=0.2)
+
+
+def _tiny_map(pair_dir, name, cache=None):
+    from vae.checkpoint import load_checkpoint
+
+    models = {kind: load_checkpoint(pair_dir / f"{name}-{kind}.safetensors").model for kind in ("ae", "vae")}
+    split = load_dataset("embedded-mnist").test
+    lmap = maps.build_latent_map(models, split, [str(i) for i in range(10)], "pca", 300,
+                                 model_ids={"ae": f"{name}-ae", "vae": f"{name}-vae"}, data_key="embedded/test",
+                                 cache=cache)
+    return lmap, models
+
+
+# --- ui/drawing.py -------------------------------------------------------------------------
+def test_a_drawing_is_cropped_scaled_and_centred_like_mnist():
+    digit = drawing.mnist_style(a_drawn_one())
+    assert digit.shape == (28, 28) and digit.dtype == np.uint8
+    rows, cols = np.flatnonzero(digit.max(1) > 30), np.flatnonzero(digit.max(0) > 30)
+    assert rows[-1] - rows[0] + 1 in (19, 20, 21)  # the long side fills the 20-pixel box
+    ys, xs = np.indices(digit.shape)
+    com = np.array([(ys * digit).sum(), (xs * digit).sum()]) / digit.sum()
+    assert np.allclose(com, 13.5, atol=1.0)  # centred by its centre of mass, not its box
+    assert drawing.mnist_style(np.zeros((280, 280, 4), np.uint8)) is None
+
+
+# --- pairs the map pages cannot fully serve --------------------------------------------------
+@pytest.fixture
+def colour_pair_env(tmp_path, monkeypatch):
+    """A CIFAR-shaped pair whose data cannot be found (no network, no local copy)."""
+    from vae import catalog
+    from vae.checkpoint import Checkpoint, save_checkpoint
+    from vae.errors import DatasetError
+
+    folder = tmp_path / "checkpoints"
+    for kind, model in make_pair("cifar-conv", (3, 32, 32)).items():
+        model.eval()
+        save_checkpoint(Checkpoint(model=model, dataset={"name": "cifar10", "source": "torchvision"}),
+                        folder / f"colour-{kind}.safetensors")
+
+    def no_data(meta, image_shape, allow_download=True):
+        raise DatasetError("cifar10 could not be downloaded (no network)")
+
+    monkeypatch.setattr(catalog, "data_for", no_data)
+    monkeypatch.setenv("LATENT_EXPLORER_CHECKPOINTS", str(folder))
+    monkeypatch.setenv("LATENT_EXPLORER_STATE", str(tmp_path / "state"))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+@pytest.mark.parametrize("page", PAGES[:2])
+def test_without_data_the_map_pages_say_why_and_show_prior_samples(colour_pair_env, page):
+    at = AppTest.from_file(page, default_timeout=120)
+    at.session_state["pair_name"] = "colour"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("no network" in e.value for e in at.error)
+    assert len(at.get("imgs")) == 2  # each model's decoded prior samples
+
+
+def test_the_draw_page_says_it_needs_a_28x28_pair(colour_pair_env):
+    at = AppTest.from_file(PAGES[2], default_timeout=120)
+    at.session_state["pair_name"] = "colour"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("28×28" in i.value for i in at.info)
+    assert not at.get("component_instance")  # no canvas

@@ -1,0 +1,696 @@
+"""The 2-D maps of the Latent map, Grid decoder and Draw pages: cached projections, plotly
+figures, and the clickable map image of the grid decoder.
+
+One `LatentMap` holds a fixed sample of test images encoded by both models, each model's
+projection to 2-D, and the AE's map aligned onto the VAE's (Procrustes on the same images), so
+a region of digits sits at the same place on both maps. It is computed once per checkpoint
+version, data set, sample size, method and seed: in memory (`st.cache_resource`, shared by all
+visitors) and on disk (`ProjectionCache`), so a second visit or a restarted server is instant.
+
+The grid decoder's map is a PNG drawn here with PIL and shown with streamlit-image-coordinates:
+plotly selections report only trace points, never empty space, and the empty space (the AE's
+holes) is what a student must be able to click. `MapCanvas` maps a pixel to map coordinates
+exactly; a click then costs one inverse projection and one decoder pass.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from plotly.colors import qualitative
+
+from vae.data import ImageSplit
+from vae.latent import Codes, decode_points, encode_split, gaussian_grid_2d, grid_points_2d, image_grid, padded_limits
+from vae.models import Autoencoder
+from vae.projections import (Projection, ProjectionCache, ProjectionError, SimilarityTransform, available_methods,
+                             file_sha256, make_projection, procrustes_align)
+
+from . import state
+
+MODEL_LABELS = {"ae": "AE", "vae": "VAE"}
+CLASS_COLORS = qualitative.T10  # the Train page's palette: a class keeps its colour across pages
+METHOD_NAMES = {"identity": "Latent axes (the 2-D code itself)", "pca": "PCA (linear, exact inverse)",
+                "umap": "UMAP (non-linear, slow first time)", "tsne": "t-SNE (non-linear, slow first time)"}
+SLOW_METHODS = ("umap", "tsne")
+UMAP_INVERSE_GRID = 24  # umap's own inverse is run once on this many nodes per side
+SAMPLE_SIZES = (500, 1000, 2000, 5000)
+DEFAULT_SAMPLE = 2000
+
+# st.session_state keys shared by the map pages (plain keys: they survive page switches)
+METHOD_CHOICE, SAMPLE_CHOICE = "maps_method", "maps_sample"
+
+
+# --- identities for cache keys -------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=64)
+def model_id(path: str, mtime_ns: int) -> str:
+    """sha256 of a checkpoint file, computed once per file version (mtime in the key)."""
+    return file_sha256(path)
+
+
+def data_id(name: str, split: ImageSplit) -> str:
+    """Name, size and a fingerprint of the first images: a fallback data set never shares a key."""
+    head = split.images[:64].numpy().tobytes() + split.labels[:64].numpy().tobytes()
+    return f"{name}/test/{len(split)}/{hashlib.sha1(head).hexdigest()[:12]}"
+
+
+def sample_indices(n_total: int, n: int, seed: int = 0) -> np.ndarray:
+    """A fixed random sample of test-split indices, sorted (all of them if n >= n_total)."""
+    if n >= n_total:
+        return np.arange(n_total, dtype=np.int64)
+    idx = torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))[:n].numpy()
+    return np.sort(idx).astype(np.int64)
+
+
+# --- the map -------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class LatentMap:
+    """Both models' codes of one image sample and their 2-D maps in one shared frame.
+
+    The frame is the reference model's (the VAE's when there is one) own projection; the other
+    model's map is rotated, scaled and shifted onto it. `to_latent` / `to_map` convert between a
+    frame point and a model's code, whatever the projection.
+    """
+
+    key: str  # identifies everything the map depends on
+    method: str
+    label: str  # the projection's own label, e.g. "UMAP (approximate inverse)"
+    inverse_is_exact: bool
+    latent_dim: int
+    indices: np.ndarray  # test-split index of each point [N]
+    labels: np.ndarray  # [N]
+    classes: tuple
+    codes: dict  # kind -> latent.Codes
+    points: dict  # kind -> [N, 2] in the shared frame
+    projections: dict  # kind -> fitted Projection
+    alignments: dict  # kind -> SimilarityTransform onto the reference frame, or None for the reference
+    xlim: tuple
+    ylim: tuple
+    reference: str
+    from_disk: bool = False  # every projection came from the disk cache
+    seconds: float = 0.0  # time to build (encode + fit or load)
+
+    @property
+    def kinds(self) -> list[str]:
+        return [k for k in ("ae", "vae") if k in self.points]
+
+    def to_latent(self, kind: str, map_points) -> np.ndarray:
+        """Shared-frame points [M, 2] -> the model's codes [M, d] (the projection's inverse)."""
+        p = np.atleast_2d(np.asarray(map_points, dtype=np.float32))
+        align = self.alignments[kind]
+        own = align.invert(p) if align is not None else p
+        return np.asarray(self.projections[kind].inverse_transform(own), dtype=np.float32)
+
+    def to_map(self, kind: str, codes) -> np.ndarray:
+        """The model's codes [M, d] -> shared-frame points [M, 2] (approximate for UMAP / t-SNE)."""
+        own = self.projections[kind].transform(np.atleast_2d(np.asarray(codes, dtype=np.float32)))
+        align = self.alignments[kind]
+        return align.apply(own) if align is not None else np.asarray(own, dtype=np.float32)
+
+    def prior_center(self) -> np.ndarray | None:
+        """Where z = 0 sits on the VAE's map, when the prior N(0, I) shows there as circles:
+        identity (the map is z) or PCA (orthonormal axes: the prior's shadow on the plane is
+        N(centre, I_2)). None for non-linear maps or without a VAE."""
+        return _prior_center(self.method, self.reference, self.projections[self.reference], self.latent_dim)
+
+    @property
+    def transform_is_exact(self) -> bool:
+        """Are new codes (a drawing) placed exactly? Only linear projections place them so."""
+        return self.method in ("identity", "pca")
+
+    def inverse_note(self) -> str:
+        """One sentence a student can read: how a map location becomes a code."""
+        if self.method == "identity":
+            return ("The map is the 2-D latent space itself: each location is decoded exactly "
+                    "(the AE's plane is rotated and scaled onto the VAE's; the inverse undoes that exactly).")
+        if self.method == "pca":
+            return (f"PCA inverse (exact in the plane): a location becomes the mean code plus x·PC1 + y·PC2; the "
+                    f"other {self.latent_dim - 2} directions of the {self.latent_dim}-D code stay at the data's average.")
+        if self.method == "umap":
+            if any(getattr(p, "inverse", "") == "nearest-code" for p in self.projections.values()):
+                return ("UMAP's inverse failed for this data, so a location is decoded from the code of the nearest "
+                        "data point: only real codes are decoded and holes cannot show. Use PCA to see holes.")
+            return (f"UMAP inverse, approximate: umap-learn's inverse_transform was run once on a "
+                    f"{UMAP_INVERSE_GRID}×{UMAP_INVERSE_GRID} grid over the data; a location gets the code of its "
+                    f"nearest grid node (locations beyond the data are clipped to the grid's edge).")
+        return ("t-SNE has no inverse: a location is decoded from the code of the nearest data point, so only real "
+                "codes are decoded and holes cannot show. Use PCA (or a 2-D pair) to see holes.")
+
+    def axis_titles(self, kind: str) -> tuple[str, str]:
+        names = {"identity": ("z1", "z2"), "pca": ("PC 1", "PC 2"), "umap": ("UMAP 1", "UMAP 2"),
+                 "tsne": ("t-SNE 1", "t-SNE 2")}[self.method]
+        if self.alignments.get(kind) is not None:
+            return f"{names[0]} (aligned)", f"{names[1]} (aligned)"
+        return names
+
+
+def build_latent_map(models: dict[str, Autoencoder], split: ImageSplit, classes, method: str, n: int,
+                     seed: int = 0, *, model_ids: dict[str, str], data_key: str,
+                     cache: ProjectionCache | None = None) -> LatentMap:
+    """Encode a fixed sample with each model, fit (or load) each model's projection, align
+    the maps. No streamlit here: the pages' cached wrapper and the benchmark both call it."""
+    t0 = time.perf_counter()
+    idx = sample_indices(len(split), n, seed)
+    sample = ImageSplit(split.images[idx], split.labels[idx])
+    codes = {kind: encode_split(m, sample) for kind, m in models.items()}
+    projections, hits = {}, []
+    for kind, c in codes.items():
+        key_parts = projection_key(model_ids[kind], data_key, len(idx), method, seed)
+        fit = _fitter(method, c, seed)
+        if cache is None:
+            projections[kind] = fit()
+            hits.append(False)
+        else:
+            projections[kind] = cache.get_or_compute(key_parts, fit)
+            hits.append(cache.last_was_hit)
+    reference = "vae" if "vae" in projections else next(iter(projections))
+    target = projections[reference].embedding_
+    points, alignments = {}, {}
+    for kind, proj in projections.items():
+        if kind == reference:
+            points[kind], alignments[kind] = np.asarray(target, np.float32), None
+        else:
+            points[kind], alignments[kind] = align_same_size(proj.embedding_, target)
+    ref = projections[reference]
+    xlim, ylim = map_limits(list(points.values()), prior_center=_prior_center(method, reference, ref,
+                                                                                  codes[reference].latent_dim))
+    return LatentMap(
+        key=map_key(model_ids, data_key, len(idx), method, seed), method=method, label=ref.label,
+        inverse_is_exact=ref.inverse_is_exact, latent_dim=codes[reference].latent_dim, indices=idx,
+        labels=sample.labels.numpy(), classes=tuple(classes), codes=codes, points=points, projections=projections,
+        alignments=alignments, xlim=xlim, ylim=ylim, reference=reference, from_disk=all(hits),
+        seconds=time.perf_counter() - t0)
+
+
+def align_same_size(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, SimilarityTransform]:
+    """procrustes_align's rotation (or reflection) and shift, with the scale that gives both
+    clouds the same spread. The least-squares scale shrinks a map in proportion to how badly
+    it matches (two models' maps match only roughly), which would make the AE's cloud look
+    small and tidy; equal spread keeps the two maps' sizes comparable."""
+    _, fit = procrustes_align(source, target)
+    spread = lambda p: float(np.sqrt(((p - p.mean(axis=0)) ** 2).sum(axis=1).mean()))  # noqa: E731
+    transform = SimilarityTransform(fit.rotation, spread(target) / spread(source), fit.source_mean, fit.target_mean)
+    return transform.apply(source), transform
+
+
+def projection_key(model: str, data_key: str, n: int, method: str, seed: int) -> dict:
+    parts = {"model": model, "data": data_key, "n": int(n), "method": method, "seed": int(seed)}
+    if method == "umap":
+        parts["grid"] = UMAP_INVERSE_GRID
+    return parts
+
+
+def map_key(model_ids: dict, data_key: str, n: int, method: str, seed: int) -> str:
+    parts = {"models": dict(sorted(model_ids.items())), "data": data_key, "n": int(n), "method": method,
+             "seed": int(seed)}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _fitter(method: str, codes: Codes, seed: int) -> Callable[[], Projection]:
+    def fit() -> Projection:
+        proj = make_projection(method, codes.latent_dim, seed=seed).fit(codes)
+        if method == "umap":
+            try:
+                proj.precompute_inverse_grid(*padded_limits(proj.embedding_, 0.15), n=UMAP_INVERSE_GRID)
+            except ProjectionError:
+                proj.inverse = "nearest-code"  # saved with the projection; inverse_note says so
+        return proj
+    return fit
+
+
+def map_limits(point_sets: list[np.ndarray], prior_center=None, prior_radius: float = 3.0,
+               quantile: float = 0.005, margin: float = 0.08) -> tuple[tuple, tuple]:
+    """One square view for every map: the middle 99% of the points (a few far-flung codes
+    would otherwise shrink the cloud to a dot), plus the prior's 3-sigma circle when it shows."""
+    pts = np.concatenate(point_sets).astype(np.float64)
+    box = [np.quantile(pts, quantile, axis=0), np.quantile(pts, 1 - quantile, axis=0)]
+    if prior_center is not None:
+        box += [np.asarray(prior_center) - prior_radius, np.asarray(prior_center) + prior_radius]
+    return square_limits(*padded_limits(np.stack(box), margin))
+
+
+def _prior_center(method: str, reference: str, projection: Projection, latent_dim: int) -> np.ndarray | None:
+    if reference != "vae" or method not in ("identity", "pca"):
+        return None
+    return np.asarray(projection.transform(np.zeros((1, latent_dim), np.float32)))[0]
+
+
+def square_limits(xlim, ylim) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Widen the shorter range so one map unit is as long on both axes (circles stay round)."""
+    half = max(xlim[1] - xlim[0], ylim[1] - ylim[0]) / 2
+    cx, cy = (xlim[0] + xlim[1]) / 2, (ylim[0] + ylim[1]) / 2
+    return (cx - half, cx + half), (cy - half, cy + half)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _cached_map(key: str, _build: Callable[[], LatentMap]) -> LatentMap:
+    return _build()
+
+
+def latent_map(pair, method: str, n: int, seed: int = 0) -> LatentMap:
+    """The pair's LatentMap, shared by every visitor; the first UMAP / t-SNE fit shows a spinner.
+
+    Raises vae.errors.DatasetError when the pair's data cannot be found."""
+    models = {kind: ckpt.model for kind, ckpt in state.load_pair_models(pair).items()}
+    data = state.load_pair_data(pair)
+    ids = {kind: model_id(p, Path(p).stat().st_mtime_ns) for kind, p in pair.paths.items()}
+    dkey = data_id(data.name, data.test)
+    n_used = min(n, len(data.test))
+    cache = ProjectionCache(Path(state.settings().cache_dir) / "projections")
+
+    def build() -> LatentMap:
+        return build_latent_map(models, data.test, data.classes, method, n_used, seed, model_ids=ids,
+                                data_key=dkey, cache=cache)
+
+    key = map_key(ids, dkey, n_used, method, seed)
+    on_disk = all(cache.path_for(projection_key(i, dkey, n_used, method, seed)).is_file() for i in ids.values())
+    if method in SLOW_METHODS and not on_disk:
+        name = "UMAP" if method == "umap" else "t-SNE"
+        extra = (" running UMAP's inverse once on a grid for the grid decoder," if method == "umap" else "")
+        with st.spinner(f"First {name} map of this pair: encoding {n_used:,} test images with each model, fitting "
+                        f"{name} to each model's codes (single-threaded, often 30-90 s),{extra} and saving the result "
+                        f"so that later visits, by anyone, are instant…", show_time=True):
+            return _cached_map(key, build)
+    return _cached_map(key, build)
+
+
+# --- sidebar controls shared by the map pages -----------------------------------------------
+def map_controls(latent_dim: int, n_test: int | None = None) -> tuple[str, int]:
+    """Projection and sample size, in the sidebar; the choice follows the visitor across pages."""
+    methods = available_methods(latent_dim)
+    saved = st.session_state.get(METHOD_CHOICE)
+    method = st.sidebar.selectbox(
+        "Map projection", methods, index=methods.index(saved) if saved in methods else 0,
+        format_func=METHOD_NAMES.get, key=f"{METHOD_CHOICE}_widget_{latent_dim}",
+        help="How the codes are flattened to 2-D. With a 2-D latent space the map is the code itself. "
+             "PCA is linear and has an exact inverse (the grid decoder needs one); UMAP and t-SNE keep "
+             "neighbours together but bend distances, and their inverse is approximate or missing.")
+    st.session_state[METHOD_CHOICE] = method
+    sizes = [s for s in SAMPLE_SIZES if n_test is None or s < n_test]
+    if n_test is not None and n_test <= SAMPLE_SIZES[-1]:
+        sizes.append(n_test)  # "all of them" when the test split is small
+    saved_n = st.session_state.get(SAMPLE_CHOICE, DEFAULT_SAMPLE)
+    closest = min(sizes, key=lambda s: abs(s - saved_n))
+    if len(sizes) == 1:
+        return method, sizes[0]
+    n = st.sidebar.select_slider("Test images on the map", sizes, value=closest, key=f"{SAMPLE_CHOICE}_widget_{n_test}",
+                                 format_func=lambda s: f"{s:,}",
+                                 help="A fixed random sample of the test split; more points take longer the first time.")
+    st.session_state[SAMPLE_CHOICE] = n
+    return method, n
+
+
+# --- plotly figures -------------------------------------------------------------------------
+def class_color(label: int) -> str:
+    return CLASS_COLORS[int(label) % len(CLASS_COLORS)]
+
+
+def scatter_figure(lmap: LatentMap, kind: str, *, highlight_row: int | None = None,
+                   marks: list[tuple[np.ndarray, str]] = (), ellipses: int = 0, prior_sigmas=(),
+                   height: int = 520) -> go.Figure:
+    """The kind's map: one trace per class (legend = classes), hover shows class and test index.
+
+    customdata = (test index, class name, sample row): selections come back with the row.
+    highlight_row rings one image; marks are extra points (e.g. a drawing) drawn as stars;
+    ellipses draws that many posterior 1-sigma ellipses (2-D VAE, identity map only);
+    prior_sigmas draws the prior's k-sigma circles where the map shows the prior faithfully.
+    """
+    pts, labels = lmap.points[kind], lmap.labels
+    fig = go.Figure()
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        name = lmap.classes[c] if c < len(lmap.classes) else str(c)
+        custom = np.stack([lmap.indices[rows].astype(object), np.full(len(rows), name, object), rows.astype(object)], 1)
+        fig.add_trace(go.Scatter(
+            x=pts[rows, 0], y=pts[rows, 1], mode="markers", name=name, customdata=custom,
+            marker=dict(size=5, color=class_color(c), opacity=0.75, line=dict(width=0)),
+            hovertemplate="class %{customdata[1]}<br>test index %{customdata[0]}<extra></extra>"))
+    if ellipses and kind == "vae" and lmap.method == "identity" and lmap.codes[kind].std is not None:
+        _add_posterior_ellipses(fig, lmap, ellipses)
+    center = lmap.prior_center() if kind == "vae" else None
+    if center is not None:
+        for k in prior_sigmas:
+            t = np.linspace(0, 2 * np.pi, 121)
+            fig.add_trace(go.Scatter(x=center[0] + k * np.cos(t), y=center[1] + k * np.sin(t), mode="lines",
+                                     line=dict(color="black", width=1.2, dash="dash"), hoverinfo="skip",
+                                     name="prior " + ", ".join(map(str, prior_sigmas)) + "σ",
+                                     showlegend=k == prior_sigmas[0],
+                                     legendgroup="prior"))
+            fig.add_annotation(x=center[0] + k * 0.7071, y=center[1] + k * 0.7071, text=f"{k}σ",
+                               showarrow=False, font=dict(size=11), bgcolor="rgba(255,255,255,0.7)")
+    if highlight_row is not None:
+        p = pts[highlight_row]
+        fig.add_trace(go.Scatter(x=[p[0]], y=[p[1]], mode="markers", name="selected", hoverinfo="skip",
+                                 marker=dict(size=18, color="rgba(0,0,0,0)", line=dict(color="black", width=3))))
+    for point, text in marks:
+        fig.add_trace(go.Scatter(x=[point[0]], y=[point[1]], mode="markers+text", name=text, text=[text],
+                                 textposition="top center", hoverinfo="skip",
+                                 marker=dict(symbol="star", size=22, color="#e03131", line=dict(color="black", width=1.5))))
+    xt, yt = lmap.axis_titles(kind)
+    fig.update_layout(
+        height=height, margin=dict(l=10, r=10, t=50, b=10),
+        legend=dict(itemsizing="constant", orientation="h", yanchor="bottom", y=1.0, x=0, font=dict(size=11)),
+        xaxis=dict(range=list(lmap.xlim), title=xt, zeroline=False, constrain="domain"),
+        yaxis=dict(range=list(lmap.ylim), title=yt, zeroline=False, scaleanchor="x", scaleratio=1,
+                   constrain="domain"),
+        dragmode="pan", clickmode="event+select")
+    return fig
+
+
+def _add_posterior_ellipses(fig: go.Figure, lmap: LatentMap, count: int, seed: int = 0) -> None:
+    """1-sigma ellipses of q(z|x) = N(mu, diag sigma^2) for a sample of points, as one trace."""
+    codes = lmap.codes["vae"]
+    rows = np.random.default_rng(seed).choice(len(codes), size=min(count, len(codes)), replace=False)
+    t = np.append(np.linspace(0, 2 * np.pi, 33), np.nan)  # NaN ends one ellipse, plotly breaks the line
+    xs = (codes.mean[rows, 0:1] + codes.std[rows, 0:1] * np.cos(t)).ravel()
+    ys = (codes.mean[rows, 1:2] + codes.std[rows, 1:2] * np.sin(t)).ravel()
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="rgba(60,60,60,0.45)", width=1),
+                             hoverinfo="skip", name=f"posterior 1σ ({len(rows)} images)"))
+
+
+# --- the clickable map image ----------------------------------------------------------------
+@dataclass(frozen=True)
+class MapCanvas:
+    """Pixel <-> map coordinates of the PNG map: a square plot box inside fixed margins.
+
+    Pixel coordinates are continuous, (0, 0) the top-left corner of the image; pixel (i, j)
+    covers [i, i+1) x [j, j+1), so a click on pixel i is read at its centre i + 0.5.
+    """
+
+    xlim: tuple
+    ylim: tuple
+    size: int = 440  # the plot box, in pixels, square
+    left: int = 46
+    top: int = 10
+    right: int = 10
+    bottom: int = 30
+
+    @property
+    def width(self) -> int:
+        return self.left + self.size + self.right
+
+    @property
+    def height(self) -> int:
+        return self.top + self.size + self.bottom
+
+    def to_pixel(self, points) -> np.ndarray:
+        p = np.atleast_2d(np.asarray(points, dtype=np.float64))
+        (x0, x1), (y0, y1) = self.xlim, self.ylim
+        px = self.left + (p[:, 0] - x0) / (x1 - x0) * self.size
+        py = self.top + (y1 - p[:, 1]) / (y1 - y0) * self.size  # y grows upwards on the map
+        return np.stack([px, py], axis=1)
+
+    def to_data(self, px: float, py: float) -> tuple[float, float]:
+        (x0, x1), (y0, y1) = self.xlim, self.ylim
+        x = x0 + (px - self.left) / self.size * (x1 - x0)
+        y = y1 - (py - self.top) / self.size * (y1 - y0)
+        return float(x), float(y)
+
+    def inside(self, px: float, py: float) -> bool:
+        return self.left <= px <= self.left + self.size and self.top <= py <= self.top + self.size
+
+
+def click_to_data(click: dict | None, canvas: MapCanvas) -> tuple[float, float] | None:
+    """streamlit-image-coordinates' value -> map coordinates, or None outside the plot box.
+
+    The component reports the pixel under the mouse in the image *as displayed* with the
+    displayed width and height; scale back to the PNG's own pixels first."""
+    if not click or "x" not in click:
+        return None
+    sx = canvas.width / float(click.get("width") or canvas.width)
+    sy = canvas.height / float(click.get("height") or canvas.height)
+    px, py = (click["x"] + 0.5) * sx, (click["y"] + 0.5) * sy
+    return canvas.to_data(px, py) if canvas.inside(px, py) else None
+
+
+def nice_ticks(lo: float, hi: float, target: int = 5) -> np.ndarray:
+    """Round tick values (1, 2 or 5 times a power of ten) inside [lo, hi]."""
+    raw = (hi - lo) / max(target, 1)
+    mag = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    return np.arange(math.ceil(lo / step) * step, hi + 1e-9 * step, step)
+
+
+def _font(size: int = 11):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _rgb(color: str) -> tuple[int, int, int]:
+    color = color.lstrip("#")
+    return tuple(int(color[i:i + 2], 16) for i in (0, 2, 4))
+
+
+def render_map_image(canvas: MapCanvas, points: np.ndarray, labels: np.ndarray, *,
+                     tiles: np.ndarray | None = None, grid_nodes: np.ndarray | None = None,
+                     prior_center=None, prior_sigmas=(2,), cell_shade: np.ndarray | None = None,
+                     axis_titles=("", "")) -> np.ndarray:
+    """The map as an RGB uint8 image [canvas.height, canvas.width, 3].
+
+    tiles: a decoded uniform grid [n*n, H, W, C] covering the plot box exactly (cell centres),
+    drawn under the dots; grid_nodes: [M, 2] frame points drawn as small grey crosses;
+    prior_center: draw the prior's k-sigma circles around it; cell_shade: per-cell values in
+    [0, 1] (the seam for a classifier's confidence: 1 = clear, 0 = fully shaded) for the tiles.
+    """
+    img = Image.new("RGB", (canvas.width, canvas.height), "white")
+    box = (canvas.left, canvas.top, canvas.left + canvas.size, canvas.top + canvas.size)
+    dark = tiles is not None
+    if dark:
+        n = int(round(math.sqrt(len(tiles))))
+        mosaic = Image.fromarray(_gray_to_rgb(image_grid(tiles, nrow=n, separator=0)))
+        mosaic = mosaic.resize((canvas.size, canvas.size), Image.Resampling.BILINEAR)
+        if cell_shade is not None:
+            shade = np.asarray(cell_shade, dtype=np.float32).reshape(n, n)
+            alpha = Image.fromarray(np.round((1 - np.clip(shade, 0, 1)) * 160).astype(np.uint8))
+            alpha = alpha.resize((canvas.size, canvas.size), Image.Resampling.NEAREST)
+            mosaic = Image.composite(Image.new("RGB", mosaic.size, (200, 40, 40)), mosaic, alpha)
+        img.paste(mosaic, box[:2])
+    draw = ImageDraw.Draw(img, "RGBA")
+    if grid_nodes is not None and len(grid_nodes):
+        for x, y in canvas.to_pixel(grid_nodes):
+            if canvas.inside(x, y):
+                draw.line([(x - 2, y), (x + 2, y)], fill=(150, 150, 150, 255))
+                draw.line([(x, y - 2), (x, y + 2)], fill=(150, 150, 150, 255))
+    r = 2.2 if len(points) > 1500 else 2.8
+    outline = (255, 255, 255, 150) if dark else None
+    for (x, y), c in zip(canvas.to_pixel(points), labels):
+        if canvas.inside(x, y):
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=(*_rgb(class_color(c)), 220), outline=outline)
+    if prior_center is not None:
+        (cx, cy), = canvas.to_pixel([prior_center])
+        ink, edge = ((255, 212, 59, 255), (0, 0, 0, 255)) if dark else ((20, 20, 20, 255), (255, 255, 255, 255))
+        for k in prior_sigmas:
+            rad = k / (canvas.xlim[1] - canvas.xlim[0]) * canvas.size
+            _dashed_circle(draw, cx, cy, rad, edge, width=5)
+            _dashed_circle(draw, cx, cy, rad, ink, width=3 if dark else 2)
+            draw.text((cx + rad * 0.72 + 4, cy - rad * 0.72 - 14), f"prior {k} sd", fill=ink, font=_font(13),
+                      stroke_width=2, stroke_fill=edge)
+    # frame, ticks and labels (drawn last, over anything spilling into the margins)
+    draw.rectangle([0, 0, canvas.width, canvas.top - 1], fill="white")
+    draw.rectangle([0, 0, canvas.left - 1, canvas.height], fill="white")
+    draw.rectangle([0, box[3] + 1, canvas.width, canvas.height], fill="white")
+    draw.rectangle([box[2] + 1, 0, canvas.width, canvas.height], fill="white")
+    draw.rectangle(box, outline=(90, 90, 90, 255))
+    font = _font(10)
+    for v in nice_ticks(*canvas.xlim):
+        (x, _), = canvas.to_pixel([[v, canvas.ylim[0]]])
+        draw.line([(x, box[3]), (x, box[3] + 4)], fill=(90, 90, 90, 255))
+        draw.text((x, box[3] + 6), f"{v:g}", fill=(60, 60, 60, 255), font=font, anchor="mt")
+    for v in nice_ticks(*canvas.ylim):
+        (_, y), = canvas.to_pixel([[canvas.xlim[0], v]])
+        draw.line([(box[0] - 4, y), (box[0], y)], fill=(90, 90, 90, 255))
+        draw.text((box[0] - 6, y), f"{v:g}", fill=(60, 60, 60, 255), font=font, anchor="rm")
+    if axis_titles[0]:
+        draw.text((box[2], canvas.height - 2), axis_titles[0], fill=(60, 60, 60, 255), font=font, anchor="rd")
+    return np.asarray(img)
+
+
+def _dashed_circle(draw: ImageDraw.ImageDraw, cx: float, cy: float, r: float, fill, width: int = 2,
+                   dashes: int = 48) -> None:
+    step = 360 / dashes
+    for i in range(0, dashes, 2):
+        draw.arc([cx - r, cy - r, cx + r, cy + r], i * step, (i + 1) * step, fill=fill, width=width)
+
+
+def draw_click_marker(image: np.ndarray, canvas: MapCanvas, point, color=(224, 49, 49)) -> np.ndarray:
+    """A copy of the map image with a crosshair at `point` (map coordinates)."""
+    img = Image.fromarray(image)
+    draw = ImageDraw.Draw(img)
+    (x, y), = canvas.to_pixel([point])
+    for width, c in ((5, (255, 255, 255)), (3, color)):
+        draw.line([(x - 10, y), (x - 3, y)], fill=c, width=width)
+        draw.line([(x + 3, y), (x + 10, y)], fill=c, width=width)
+        draw.line([(x, y - 10), (x, y - 3)], fill=c, width=width)
+        draw.line([(x, y + 3), (x, y + 10)], fill=c, width=width)
+    draw.ellipse([x - 6, y - 6, x + 6, y + 6], outline=color, width=2)
+    return np.asarray(img)
+
+
+def clickable_map(image: np.ndarray, key: str, photo: bool = False) -> dict | None:
+    """Show the map image; returns the last click {x, y, width, height, unix_time} or None.
+
+    The image travels as a data URL on every rerun: a map painted with decoded tiles (photo)
+    goes as JPEG (~1 ms to encode, ~130 kB), a plain one as PNG (~10 ms, ~80 kB, crisp dots)."""
+    from streamlit_image_coordinates import streamlit_image_coordinates
+
+    return streamlit_image_coordinates(image, key=key, cursor="crosshair", width="content",
+                                       image_format="JPEG" if photo else "PNG", jpeg_quality=90,
+                                       png_compression_level=1)
+
+
+# --- decoded grids ---------------------------------------------------------------------------
+# The seam for shading the grid by a classifier's confidence: a function from decoded images
+# [n*n, H, W, C] in [0, 1] to per-cell scores [n*n] in [0, 1], passed to render_map_image as
+# cell_shade. Nothing on the pages uses one yet.
+CellScorer = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """n x n map locations to decode, in the shared frame.
+
+    uniform: cell centres of an n x n tiling of xlim x ylim (the tiles cover the view exactly);
+    gaussian: the VAE prior's N(0, 1) quantiles at (i + 0.5) / n per axis, one cell of equal
+    prior mass per node (a 2-D VAE on its own latent axes only)."""
+
+    n: int
+    xlim: tuple
+    ylim: tuple
+    gaussian: bool = False
+
+    def points(self) -> np.ndarray:
+        if self.gaussian:
+            return gaussian_grid_2d(self.n, eps=0.5 / self.n)
+        dx, dy = (self.xlim[1] - self.xlim[0]) / (2 * self.n), (self.ylim[1] - self.ylim[0]) / (2 * self.n)
+        return grid_points_2d((self.xlim[0] + dx, self.xlim[1] - dx), (self.ylim[0] + dy, self.ylim[1] - dy), self.n)
+
+
+def zoomed_limits(lmap: LatentMap, zoom: float, center=None) -> tuple[tuple, tuple]:
+    """The map's limits scaled by `zoom` around `center` (default: the map's centre)."""
+    cx, cy = center if center is not None else ((lmap.xlim[0] + lmap.xlim[1]) / 2, (lmap.ylim[0] + lmap.ylim[1]) / 2)
+    half = (lmap.xlim[1] - lmap.xlim[0]) / 2 * zoom
+    return (cx - half, cx + half), (cy - half, cy + half)
+
+
+def decode_map_points(lmap: LatentMap, kind: str, model: Autoencoder, points) -> np.ndarray:
+    """Frame points -> the kind's decoded images [M, H, W, C] in [0, 1]: inverse, then decode."""
+    return decode_points(model, lmap.to_latent(kind, points))
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def decoded_grid(map_key: str, kind: str, n: int, xlim: tuple, ylim: tuple, gaussian: bool,
+                 _lmap: LatentMap, _model: Autoencoder) -> np.ndarray:
+    """The decoded grid [n*n, H, W, C], once per map, model and grid."""
+    return decode_map_points(_lmap, kind, _model, GridSpec(n, xlim, ylim, gaussian).points())
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def map_image(map_key: str, kind: str, n: int, xlim: tuple, ylim: tuple, gaussian: bool, tiles_shown: bool,
+              prior_shown: bool, _lmap: LatentMap, _tiles: np.ndarray | None) -> np.ndarray:
+    """The clickable map image of one model, without the click marker (drawn per click)."""
+    spec = GridSpec(n, xlim, ylim, gaussian)
+    canvas = MapCanvas(xlim, ylim)
+    center = _lmap.prior_center() if (kind == "vae" and prior_shown) else None
+    image = render_map_image(canvas, _lmap.points[kind], _lmap.labels, tiles=_tiles if tiles_shown else None,
+                             grid_nodes=None if tiles_shown else spec.points(), prior_center=center,
+                             axis_titles=_lmap.axis_titles(kind))
+    image.setflags(write=False)  # shared by every visitor: nobody draws on it in place
+    return image
+
+
+def grid_png(images: np.ndarray, n: int) -> bytes:
+    """The decoded grid as a PNG (the classic manifold picture), 1-pixel grey separators."""
+    buf = io.BytesIO()
+    Image.fromarray(_gray_to_rgb(image_grid(images, nrow=n, separator=1))).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# --- small display helpers ------------------------------------------------------------------
+def _gray_to_rgb(image: np.ndarray) -> np.ndarray:
+    return np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
+
+
+def enlarge(image: np.ndarray, size: int = 196) -> Image.Image:
+    """One image [H, W, C] (float in [0, 1] or uint8) as a PIL image, scaled up with sharp pixels."""
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        arr = np.round(np.clip(arr, 0, 1) * 255).astype(np.uint8)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    img = Image.fromarray(arr)
+    scale = max(1, size // max(img.size))
+    return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+
+
+def split_images(split: ImageSplit, indices) -> np.ndarray:
+    """uint8 [M, H, W, C] test images by test-split index."""
+    # numpy indexing of the shared tensor's memory: torch's index kernel takes ~15 ms for 5 rows here
+    return split.images.numpy()[np.asarray(indices, dtype=np.int64)].transpose(0, 2, 3, 1)
+
+
+def show_prior_samples(models: dict, n: int = 16, seed: int = 0) -> None:
+    """What works without data: decode the same n draws z ~ N(0, I) with each model."""
+    from vae.latent import sample_prior
+
+    st.markdown("Without data there is no map, but both decoders still work: here are the same "
+                f"{n} random codes z ~ N(0, I) decoded by each model.")
+    cols = st.columns(len(models))
+    for col, (kind, ckpt) in zip(cols, models.items()):
+        _, images = sample_prior(ckpt.model, n, seed=seed)
+        col.image(enlarge(image_grid(images, nrow=int(math.sqrt(n)) or 1, separator=2), 360), width=360,
+                  caption=f"{MODEL_LABELS[kind]}: samples from N(0, I)")
+
+
+
+
+# --- page helpers ---------------------------------------------------------------------------
+def map_csv(lmap: LatentMap) -> bytes:
+    """The map's coordinates, one row per test image: index, class, then x, y per model."""
+    cols = {"test_index": lmap.indices, "class": [lmap.classes[c] if c < len(lmap.classes) else str(c)
+                                                  for c in lmap.labels]}
+    for kind in lmap.kinds:
+        cols[f"{kind}_x"], cols[f"{kind}_y"] = lmap.points[kind][:, 0], lmap.points[kind][:, 1]
+    lines = [",".join(cols)]
+    for i in range(len(lmap.indices)):
+        lines.append(",".join(f"{v[i]:.6g}" if isinstance(v[i], (float, np.floating)) else str(v[i])
+                              for v in cols.values()))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def largest_gap(points: np.ndarray, xlim=None, ylim=None, n: int = 48, quantile: float = 0.02) -> tuple[float, float]:
+    """The location among the points that lies farthest from every one of them: the biggest
+    hole of a map. Searched on an n x n grid over the middle of the points (quantile to
+    1 - quantile per axis, so stray codes do not count as "among"), within xlim x ylim if given."""
+    p = np.asarray(points, dtype=np.float64)
+    lo, hi = np.quantile(p, quantile, axis=0), np.quantile(p, 1 - quantile, axis=0)
+    if xlim is not None and ylim is not None:
+        lo, hi = np.maximum(lo, [xlim[0], ylim[0]]), np.minimum(hi, [xlim[1], ylim[1]])
+    grid = grid_points_2d((lo[0], hi[0]), (lo[1], hi[1]), n).astype(np.float64)
+    d2 = (grid ** 2).sum(1)[:, None] - 2 * grid @ p.T + (p ** 2).sum(1)[None, :]
+    return tuple(float(v) for v in grid[int(np.argmax(d2.min(axis=1)))])
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def decoded_grid_png(map_key: str, kind: str, n: int, xlim: tuple, ylim: tuple, gaussian: bool,
+                     _tiles: np.ndarray) -> bytes:
+    return grid_png(_tiles, n)
+
+
+__all__ = [
+    "CellScorer", "GridSpec", "LatentMap", "MapCanvas", "build_latent_map", "click_to_data", "clickable_map",
+    "decoded_grid_png", "largest_gap", "map_csv",
+    "decode_map_points", "decoded_grid", "draw_click_marker", "enlarge", "grid_png", "latent_map", "map_controls",
+    "map_image", "render_map_image", "sample_indices", "scatter_figure", "show_prior_samples", "split_images",
+]
