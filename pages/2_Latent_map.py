@@ -1,7 +1,6 @@
 """Latent map: every test image as a dot where each model's encoder puts it, AE beside VAE."""
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 
 from ui import maps, state

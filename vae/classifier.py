@@ -16,7 +16,6 @@ import argparse
 import json
 import math
 import os
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
@@ -29,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .data import ImageDataset, ImageSplit
-from .errors import CheckpointError, ConfigError, LatentExplorerError
+from .errors import CheckpointError, ConfigError, run_cli
 
 FORMAT = "latent-explorer-classifier/1"
 _META_KEY = "latent_explorer"
@@ -275,12 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _run(args)
-    except LatentExplorerError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_cli(build_parser(), _run, argv)
 
 
 def _run(args) -> int:

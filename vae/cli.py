@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .checkpoint import load_checkpoint
 from .data import load_dataset
-from .errors import LatentExplorerError
+from .errors import run_cli
 from .presets import PRESETS, get_preset
 from .train import Callback, TrainConfig, Trainer, make_pair
 
@@ -77,12 +77,7 @@ def _fmt_metrics(m: dict) -> str:
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _run(args)
-    except LatentExplorerError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_cli(build_parser(), _run, argv)
 
 
 def _run(args) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
 import torch
@@ -19,7 +18,7 @@ from . import metrics
 from .checkpoint import Checkpoint, load_checkpoint
 from .classifier import Classifier, load_classifier
 from .data import ImageDataset, load_dataset
-from .errors import CheckpointError, ConfigError, LatentExplorerError
+from .errors import CheckpointError, ConfigError, run_cli
 
 # the shipped classifiers live in the repository's checkpoints/, wherever the CLI is run from
 CLASSIFIER_DIRS = (Path(__file__).resolve().parent.parent / "checkpoints",)
@@ -137,12 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _run(args)
-    except LatentExplorerError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_cli(build_parser(), _run, argv)
 
 
 def _run(args) -> int:
