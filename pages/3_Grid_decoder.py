@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui import maps, state
+from ui import maps, scores, state
 from vae.errors import LatentExplorerError
 from vae.latent import nearest_indices
 
@@ -24,6 +24,7 @@ if pair is None:
     st.stop()
 
 CLICK, SEEN = "grid_click", "grid_seen_clicks"  # the clicked location; the last click read per map
+HOLES = "grid_hole_map"  # the hole-map toggle
 models = state.load_pair_models(pair)
 try:
     data = state.load_pair_data(pair)
@@ -43,7 +44,7 @@ except LatentExplorerError as err:
 
 # --- the grid ---------------------------------------------------------------------------------
 can_gauss = method == "identity" and lmap.reference == "vae"
-c = st.columns([1, 1, 1.3, 1.3])
+c = st.columns([1, 1, 1.2, 1.2, 1.4])
 n = c[0].slider("Grid cells per side", 5, 30, 15, help="n × n codes are decoded per model (a few ms each).")
 zoom = c[1].slider("Range (× the data's extent)", 0.5, 3.0, 1.0, 0.25,
                    help="Zoom out to see what the decoders make of codes far from any data.")
@@ -52,6 +53,13 @@ gaussian = c[2].toggle("Equal prior mass per cell", value=False, disabled=not ca
                             "the prior puts its codes (the classic VAE manifold picture).") and can_gauss
 tiles_under = c[3].toggle("Decoded images under the dots", value=True, disabled=gaussian,
                           help="Paint each grid cell with what its centre decodes to.") and not gaussian
+judge = scores.find_judge(pair)  # the Reconstructions page's reference classifier for this data set
+if judge is None:
+    c[4].caption(f"No reference classifier for {pair.dataset}, so no hole map.")
+holes = judge is not None and c[4].toggle(
+    "Hole map: shade cells the classifier does not recognise", value=True, key=HOLES,
+    help=f"The reference classifier ({judge.name if judge else ''}) looks at each cell's decoded image; "
+         f"cells it names with less than {maps.CONFIDENT:.0%} confidence are tinted red.")
 show_prior = lmap.prior_center() is not None
 xlim, ylim = maps.zoomed_limits(lmap, zoom)
 spec = maps.GridSpec(n, xlim, ylim, gaussian)
@@ -59,8 +67,20 @@ st.info("**How a location becomes a code.** " + lmap.inverse_note())
 
 tiles = {kind: maps.decoded_grid(lmap.key, kind, n, xlim, ylim, gaussian, lmap, models[kind].model)
          for kind in lmap.kinds}
+# the hole map: kind -> the classifier's confidence per cell [n*n] (the tiles' order), and its tint
+confidence, hole_key, shade = {}, "", {}
+if holes:
+    judge_mtime = judge.stat().st_mtime_ns
+    try:
+        confidence = {kind: maps.grid_confidence(lmap.key, kind, n, xlim, ylim, gaussian, str(judge), judge_mtime,
+                                                 tiles[kind]) for kind in lmap.kinds}
+        hole_key = f"{judge}|{judge_mtime}|{maps.CONFIDENT}"
+        shade = {kind: maps.hole_shade(confidence[kind]) for kind in lmap.kinds}
+    except LatentExplorerError as err:
+        st.warning(f"No hole map: {err}")
 canvas = maps.MapCanvas(xlim, ylim)
-images = {kind: maps.map_image(lmap.key, kind, n, xlim, ylim, gaussian, tiles_under, show_prior, lmap, tiles[kind])
+images = {kind: maps.map_image(lmap.key, kind, n, xlim, ylim, gaussian, tiles_under, show_prior, lmap, tiles[kind],
+                               hole_key, shade.get(kind))
           for kind in lmap.kinds}
 
 # --- read a new click (the component's value is in session state before it is drawn) ----------
@@ -91,6 +111,23 @@ for col, kind in zip(cols, lmap.kinds):
                                                          show_prior else ""))
         image = maps.draw_click_marker(images[kind], canvas, click["point"]) if click else images[kind]
         maps.clickable_map(image, key=f"grid_map_{kind}", photo=tiles_under)
+        if confidence:
+            share = maps.recognised_share(confidence[kind])
+            st.metric(f"{maps.MODEL_LABELS[kind]}: cells the classifier recognises (≥ {maps.CONFIDENT:.0%} sure)",
+                      f"{share:.0%}", help=f"{round(share * n * n)} of the {n}×{n} grid cells"
+                      + (" (equal prior mass each)." if gaussian else " within the view."))
+if confidence:
+    noun = maps.HOLE_NOUNS.get(judge.stem.removeprefix("classifier-"), "picture of one of the classes")
+    accuracy = scores.load_judge(str(judge), judge_mtime).test_accuracy
+    legend, why = st.columns([1, 2.2])
+    legend.image(maps.hole_legend(on_tiles=tiles_under), caption="Hole map: the classifier's confidence")
+    why.markdown(
+        f"**Red cells: the decoder's output there is not a recognisable {noun} — a hole.** "
+        f"A reference classifier{f' (right on {accuracy:.1%} of real test images)' if accuracy else ''} looks "
+        f"at each cell's decoded image; the shares count the cells it names with at least {maps.CONFIDENT:.0%} "
+        + ("confidence. Every cell holds the same prior mass, so for the VAE the share is about the chance that a "
+           "random code z ~ N(0, I) decodes to something recognisable."
+           if gaussian else "confidence, within the view: zoom out to see where each decoder stops making them."))
 if not show_prior and "vae" in lmap.kinds:
     st.caption("The prior N(0, I) cannot be drawn on a UMAP or t-SNE map (they bend space); use PCA or a 2-D pair.")
 
@@ -121,11 +158,13 @@ st.subheader("The decoded grid")
 st.caption(("Nodes at the prior's quantiles: every cell holds the same prior probability. " if gaussian else
             f"Each tile is the decoding of its cell's centre; the grid covers the maps above "
             f"(x ∈ [{xlim[0]:.3g}, {xlim[1]:.3g}], y ∈ [{ylim[0]:.3g}, {ylim[1]:.3g}]). ") +
-           "Top row = largest y, as on the maps.")
+           "Top row = largest y, as on the maps." + (" Red: the hole map (the downloads are untinted)." if shade else ""))
 grid_cols = st.columns(len(lmap.kinds))
 for col, kind in zip(grid_cols, lmap.kinds):
     png = maps.decoded_grid_png(lmap.key, kind, n, xlim, ylim, gaussian, tiles[kind])
-    col.image(png, caption=f"{maps.MODEL_LABELS[kind]}: {n}×{n} decoded grid", width="stretch")
+    shown = maps.decoded_grid_png(lmap.key, kind, n, xlim, ylim, gaussian, tiles[kind], hole_key,
+                                  shade[kind]) if shade else png
+    col.image(shown, caption=f"{maps.MODEL_LABELS[kind]}: {n}×{n} decoded grid", width="stretch")
     col.download_button(f"Download the {maps.MODEL_LABELS[kind]} grid (PNG)", png,
                         file_name=f"grid-{pair.name}-{kind}-{method}-{n}x{n}.png", mime="image/png",
                         key=f"grid_png_{kind}")

@@ -1,12 +1,14 @@
 """The map pages (Latent map, Grid decoder, Draw) and ui/maps.py, ui/drawing.py.
 
 Two tiny pairs are trained once for the module (a 2-D one and an 8-D one, one epoch on a
-few hundred embedded MNIST digits); each page is run headless with streamlit's AppTest.
+few hundred embedded MNIST digits); each page is run headless with streamlit's AppTest. The
+Grid decoder's hole map also gets a tiny reference classifier placed beside a copy of the pairs.
 """
 from __future__ import annotations
 
 import base64
 import io
+import shutil
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from ui import drawing, maps
 from vae import TrainConfig, Trainer, make_pair
+from vae.classifier import save_classifier, train_classifier
 from vae.data import load_dataset
 from vae.projections import ProjectionCache
 
@@ -34,6 +37,29 @@ def pair_dir(tmp_path_factory):
         out = {kind: folder / f"{name}-{kind}.safetensors" for kind in models}
         Trainer(models, data, TrainConfig(epochs=1, batch_size=64, eval_batch_size=64), out=out).fit()
     return folder
+
+
+@pytest.fixture(scope="module")
+def judged_dir(pair_dir, tmp_path_factory):
+    """The tiny pairs with a tiny MNIST classifier beside them (found as the pages find the shipped one)."""
+    folder = tmp_path_factory.mktemp("judged")
+    for path in pair_dir.glob("*.safetensors"):
+        shutil.copy(path, folder / path.name)
+    data = load_dataset("embedded-mnist").limit(train=256, test=64)
+    save_classifier(train_classifier(data, epochs=1, batch_size=64, channels=(4, 8, 8)),
+                    folder / "classifier-mnist.safetensors")
+    return folder
+
+
+@pytest.fixture
+def judged_env(judged_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENT_EXPLORER_CHECKPOINTS", str(judged_dir))
+    monkeypatch.setenv("LATENT_EXPLORER_STATE", str(tmp_path / "state"))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield
+    st.cache_resource.clear()
+    st.cache_data.clear()
 
 
 @pytest.fixture
@@ -104,6 +130,25 @@ def test_grid_decoder_page_decodes_a_clicked_location(app_env, pair):
     at = run_page(PAGES[1], pair, grid_map_ae={"x": 60, "y": 30, "width": 496, "height": 480, "unix_time": 1})
     assert any("You clicked the **AE** map" in m.value for m in at.markdown)
     assert len(at.get("imgs")) == 2 + 2 * 2  # + per model: the decoded location and its nearest images
+    # no classifier for embedded-mnist in this folder: one line says so, and there is no hole map
+    assert any("No reference classifier for embedded-mnist" in c.value for c in at.caption)
+    assert not [t for t in at.toggle if t.key == "grid_hole_map"] and not at.metric
+
+
+def test_grid_decoder_hole_map_shows_the_recognised_share_per_model(judged_env):
+    at = run_page(PAGES[1], "tiny2d")
+    hole = at.toggle(key="grid_hole_map")
+    assert hole.value and hole.label.startswith("Hole map: shade cells the classifier does not recognise")
+    assert [m.label.split(":")[0] for m in at.metric] == ["AE", "VAE"]
+    assert all(m.value.endswith("%") and 0 <= int(m.value[:-1]) <= 100 for m in at.metric)
+    assert any("not a recognisable digit — a hole" in m.value for m in at.markdown)
+    assert len(at.get("imgs")) == 3  # the legend and the two decoded grids
+    # equal prior mass per cell (a 2-D VAE): still a share per model, now of prior mass
+    at.toggle[[t.label for t in at.toggle].index("Equal prior mass per cell")].set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.metric) == 2 and any("z ~ N(0, I)" in m.value for m in at.markdown)
+    at.toggle(key="grid_hole_map").set_value(False).run()
+    assert not at.exception and not at.metric
 
 
 @pytest.mark.parametrize("pair", PAIRS)
@@ -154,6 +199,56 @@ def test_a_dot_is_drawn_where_a_click_on_it_lands():
     assert 0 < len(xs) < 100
     click = {"x": int(np.median(xs)), "y": int(np.median(ys)), "width": canvas.width, "height": canvas.height}
     assert np.allclose(maps.click_to_data(click, canvas), (7.0, 2.0), atol=0.1)
+
+
+def _is_red(pixel) -> bool:
+    r, g, b = (int(v) for v in pixel)
+    return r > g + 60 and r > b + 60
+
+
+def test_cell_shade_tints_the_cell_of_its_tile():
+    canvas = maps.MapCanvas(xlim=(0.0, 3.0), ylim=(0.0, 3.0), size=300)
+    shade = np.ones(9)
+    shade[0] = 0.0  # tile 0 of grid_points_2d's layout: the top-left cell (smallest x, largest y)
+    image = maps.render_map_image(canvas, np.empty((0, 2)), np.empty(0, int), tiles=np.zeros((9, 4, 4, 1)),
+                                  cell_shade=shade)
+    centre = lambda x, y: image[int(canvas.to_pixel([[x, y]])[0, 1]), int(canvas.to_pixel([[x, y]])[0, 0])]
+    assert _is_red(centre(0.5, 2.5))
+    for x, y in [(2.5, 2.5), (0.5, 0.5), (1.5, 1.5), (2.5, 0.5)]:  # top-right, bottom-left, middle, bottom-right
+        assert tuple(centre(x, y)) == (0, 0, 0)
+    red = np.argwhere([[_is_red(p) for p in row] for row in image])
+    assert red[:, 0].min() >= canvas.top and red[:, 0].max() < canvas.top + 101  # within the top third ...
+    assert red[:, 1].min() >= canvas.left and red[:, 1].max() < canvas.left + 101  # ... and the left third
+    # the decoded grid picture: the same tile tinted, 1-pixel separators between 4-pixel tiles
+    grid = np.asarray(Image.open(io.BytesIO(maps.grid_png(np.zeros((9, 4, 4, 1)), 3, shade))).convert("RGB"))
+    assert grid.shape == (14, 14, 3) and _is_red(grid[1, 1])
+    assert tuple(grid[1, 6]) == tuple(grid[6, 1]) == (0, 0, 0)  # its right and lower neighbours
+
+
+def test_cell_bounds_hold_their_nodes_and_gaussian_cells_are_tinted_where_they_lie():
+    for spec in (maps.GridSpec(4, (0.0, 8.0), (-2.0, 2.0)), maps.GridSpec(4, (0.0, 1.0), (0.0, 1.0), gaussian=True)):
+        xe, ye = spec.cell_bounds()
+        for i, (x, y) in enumerate(spec.points()):
+            row, col = divmod(i, 4)
+            assert xe[col] < x < xe[col + 1] and ye[3 - row] < y < ye[4 - row]  # row 0 is the top row
+    # without tiles (the equal-prior-mass grid): the prior's quantile cells, tinted on white
+    spec = maps.GridSpec(4, (-3.0, 3.0), (-3.0, 3.0), gaussian=True)
+    canvas = maps.MapCanvas(spec.xlim, spec.ylim, size=300)
+    shade = np.ones(16)
+    shade[3] = 0.0  # top-right: x > 0.674, y > 0.674 (the 75% quantile), out to the edge of the view
+    image = maps.render_map_image(canvas, np.empty((0, 2)), np.empty(0, int), cell_shade=shade,
+                                  cell_bounds=spec.cell_bounds())
+    at = lambda x, y: image[int(canvas.to_pixel([[x, y]])[0, 1]), int(canvas.to_pixel([[x, y]])[0, 0])]
+    assert _is_red(at(0.8, 0.8)) and _is_red(at(2.9, 2.9))
+    assert tuple(at(0.5, 0.8)) == (255, 255, 255) and tuple(at(0.8, 0.5)) == (255, 255, 255)
+    assert tuple(at(-2.9, 2.9)) == (255, 255, 255)
+
+
+def test_hole_shade_leaves_recognised_cells_clear_and_tints_the_rest():
+    confidence = np.array([1.0, 0.9, 0.89, 0.5, 0.1])
+    shade = maps.hole_shade(confidence)
+    assert list(shade[:2]) == [1.0, 1.0] and (shade[2:] <= 0.6).all() and (np.diff(shade[2:]) < 0).all()
+    assert maps.recognised_share(confidence) == pytest.approx(0.4)
 
 
 def test_uniform_grid_tiles_the_view_and_the_inverse_lands_under_the_click(pair_dir):

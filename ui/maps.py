@@ -10,7 +10,8 @@ visitors) and on disk (`ProjectionCache`), so a second visit or a restarted serv
 The grid decoder's map is a PNG drawn here with PIL and shown with streamlit-image-coordinates:
 plotly selections report only trace points, never empty space, and the empty space (the AE's
 holes) is what a student must be able to click. `MapCanvas` maps a pixel to map coordinates
-exactly; a click then costs one inverse projection and one decoder pass.
+exactly; a click then costs one inverse projection and one decoder pass. Its *hole map* tints
+each grid cell by how unsure the reference classifier is about the cell's decoded image.
 """
 from __future__ import annotations
 
@@ -29,14 +30,17 @@ import streamlit as st
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from plotly.colors import qualitative
+from scipy.stats import norm
 
 from vae.data import ImageSplit
+from vae.errors import ConfigError
 from vae.latent import Codes, decode_points, encode_split, gaussian_grid_2d, grid_points_2d, image_grid, padded_limits
 from vae.models import Autoencoder
 from vae.projections import (Projection, ProjectionCache, ProjectionError, SimilarityTransform, available_methods,
                              file_sha256, make_projection, procrustes_align)
 
 from . import state
+from .scores import EVAL_SETTINGS, judge_confidence, load_judge
 
 MODEL_LABELS = {"ae": "AE", "vae": "VAE"}
 CLASS_COLORS = qualitative.T10  # the Train page's palette: a class keeps its colour across pages
@@ -456,13 +460,16 @@ def _rgb(color: str) -> tuple[int, int, int]:
 def render_map_image(canvas: MapCanvas, points: np.ndarray, labels: np.ndarray, *,
                      tiles: np.ndarray | None = None, grid_nodes: np.ndarray | None = None,
                      prior_center=None, prior_sigmas=(2,), cell_shade: np.ndarray | None = None,
-                     axis_titles=("", "")) -> np.ndarray:
+                     cell_bounds: tuple | None = None, axis_titles=("", "")) -> np.ndarray:
     """The map as an RGB uint8 image [canvas.height, canvas.width, 3].
 
     tiles: a decoded uniform grid [n*n, H, W, C] covering the plot box exactly (cell centres),
     drawn under the dots; grid_nodes: [M, 2] frame points drawn as small grey crosses;
     prior_center: draw the prior's k-sigma circles around it; cell_shade: per-cell values in
-    [0, 1] (the seam for a classifier's confidence: 1 = clear, 0 = fully shaded) for the tiles.
+    [0, 1] (1 = clear, 0 = fully tinted red; see `hole_shade`) in the grid's order (row-major,
+    top row = largest y), tinting the tiles or, without tiles, the white plot box;
+    cell_bounds: (x edges [n+1], y edges [n+1]), ascending, of non-uniform cells (`GridSpec.cell_bounds`);
+    default: an n x n tiling of the view, as the tiles are drawn.
     """
     img = Image.new("RGB", (canvas.width, canvas.height), "white")
     box = (canvas.left, canvas.top, canvas.left + canvas.size, canvas.top + canvas.size)
@@ -471,12 +478,11 @@ def render_map_image(canvas: MapCanvas, points: np.ndarray, labels: np.ndarray, 
         n = int(round(math.sqrt(len(tiles))))
         mosaic = Image.fromarray(_gray_to_rgb(image_grid(tiles, nrow=n, separator=0)))
         mosaic = mosaic.resize((canvas.size, canvas.size), Image.Resampling.BILINEAR)
-        if cell_shade is not None:
-            shade = np.asarray(cell_shade, dtype=np.float32).reshape(n, n)
-            alpha = Image.fromarray(np.round((1 - np.clip(shade, 0, 1)) * 160).astype(np.uint8))
-            alpha = alpha.resize((canvas.size, canvas.size), Image.Resampling.NEAREST)
-            mosaic = Image.composite(Image.new("RGB", mosaic.size, (200, 40, 40)), mosaic, alpha)
         img.paste(mosaic, box[:2])
+    if cell_shade is not None:
+        plot = img.crop(box)
+        img.paste(Image.composite(Image.new("RGB", plot.size, HOLE_RGB), plot,
+                                  _cell_alpha(canvas, cell_shade, cell_bounds)), box[:2])
     draw = ImageDraw.Draw(img, "RGBA")
     if grid_nodes is not None and len(grid_nodes):
         for x, y in canvas.to_pixel(grid_nodes):
@@ -517,6 +523,29 @@ def render_map_image(canvas: MapCanvas, points: np.ndarray, labels: np.ndarray, 
     return np.asarray(img)
 
 
+def _cell_alpha(canvas: MapCanvas, cell_shade, cell_bounds=None) -> Image.Image:
+    """The red tint's opacity over the plot box ("L" image [size, size]): each cell's rectangle
+    filled with (1 - shade) * HOLE_ALPHA. Cell i sits in row i // n (row 0 = largest y) and
+    column i % n (column 0 = smallest x), the layout of `grid_points_2d` and `image_grid`."""
+    shade = np.clip(np.asarray(cell_shade, dtype=np.float64).ravel(), 0, 1)
+    n = math.isqrt(len(shade))
+    if n * n != len(shade):
+        raise ConfigError(f"cell_shade has {len(shade)} values: expected n*n for an n x n grid")
+    if cell_bounds is None:
+        cell_bounds = (np.linspace(*canvas.xlim, n + 1), np.linspace(*canvas.ylim, n + 1))
+    xe, ye = (np.asarray(e, dtype=np.float64) for e in cell_bounds)
+    # edge pixels inside the plot box (infinite edges, e.g. the prior's outer quantiles, clip to it)
+    px = np.clip(canvas.to_pixel(np.stack([xe, np.zeros_like(xe)], 1))[:, 0] - canvas.left, 0, canvas.size)
+    py = np.clip(canvas.to_pixel(np.stack([np.zeros_like(ye), ye], 1))[:, 1] - canvas.top, 0, canvas.size)
+    px, py = np.round(px).astype(int), np.round(py).astype(int)  # py decreases as y grows
+    alpha = np.zeros((canvas.size, canvas.size), np.uint8)
+    for i, value in enumerate(np.round((1 - shade) * HOLE_ALPHA).astype(np.uint8)):
+        row, col = divmod(i, n)
+        top, bottom = py[n - row], py[n - 1 - row]  # row 0 spans the top y edges
+        alpha[top:bottom, px[col]:px[col + 1]] = value
+    return Image.fromarray(alpha)
+
+
 def _dashed_circle(draw: ImageDraw.ImageDraw, cx: float, cy: float, r: float, fill, width: int = 2,
                    dashes: int = 48) -> None:
     step = 360 / dashes
@@ -551,9 +580,9 @@ def clickable_map(image: np.ndarray, key: str, photo: bool = False) -> dict | No
 
 
 # --- decoded grids ---------------------------------------------------------------------------
-# The seam for shading the grid by a classifier's confidence: a function from decoded images
-# [n*n, H, W, C] in [0, 1] to per-cell scores [n*n] in [0, 1], passed to render_map_image as
-# cell_shade. Nothing on the pages uses one yet.
+# The seam for shading the grid: a function from decoded images [n*n, H, W, C] in [0, 1] to
+# per-cell scores [n*n] in [0, 1], turned into render_map_image's cell_shade. The Grid decoder's
+# hole map uses the reference classifier's confidence (`grid_confidence`, then `hole_shade`).
 CellScorer = Callable[[np.ndarray], np.ndarray]
 
 
@@ -575,6 +604,15 @@ class GridSpec:
             return gaussian_grid_2d(self.n, eps=0.5 / self.n)
         dx, dy = (self.xlim[1] - self.xlim[0]) / (2 * self.n), (self.ylim[1] - self.ylim[0]) / (2 * self.n)
         return grid_points_2d((self.xlim[0] + dx, self.xlim[1] - dx), (self.ylim[0] + dy, self.ylim[1] - dy), self.n)
+
+    def cell_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(x edges, y edges), each [n+1] ascending, of the cells around the points: the view's
+        uniform tiling, or the prior's quantiles i/n (the outer edges at +-inf: each cell holds
+        1/n^2 of N(0, I), its node at the cell's median)."""
+        if self.gaussian:
+            edges = norm.ppf(np.linspace(0, 1, self.n + 1))
+            return edges, edges.copy()
+        return np.linspace(*self.xlim, self.n + 1), np.linspace(*self.ylim, self.n + 1)
 
 
 def zoomed_limits(lmap: LatentMap, zoom: float, center=None) -> tuple[tuple, tuple]:
@@ -598,20 +636,92 @@ def decoded_grid(map_key: str, kind: str, n: int, xlim: tuple, ylim: tuple, gaus
 
 @st.cache_resource(show_spinner=False, max_entries=32)
 def map_image(map_key: str, kind: str, n: int, xlim: tuple, ylim: tuple, gaussian: bool, tiles_shown: bool,
-              prior_shown: bool, _lmap: LatentMap, _tiles: np.ndarray | None) -> np.ndarray:
-    """The clickable map image of one model, without the click marker (drawn per click)."""
+              prior_shown: bool, _lmap: LatentMap, _tiles: np.ndarray | None, shade_key: str = "",
+              _shade: np.ndarray | None = None) -> np.ndarray:
+    """The clickable map image of one model, without the click marker (drawn per click).
+
+    _shade: per-cell cell_shade (the hole map), identified in the cache key by shade_key."""
     spec = GridSpec(n, xlim, ylim, gaussian)
     canvas = MapCanvas(xlim, ylim)
     center = _lmap.prior_center() if (kind == "vae" and prior_shown) else None
     image = render_map_image(canvas, _lmap.points[kind], _lmap.labels, tiles=_tiles if tiles_shown else None,
                              grid_nodes=None if tiles_shown else spec.points(), prior_center=center,
+                             cell_shade=_shade, cell_bounds=spec.cell_bounds() if _shade is not None else None,
                              axis_titles=_lmap.axis_titles(kind))
     image.setflags(write=False)  # shared by every visitor: nobody draws on it in place
     return image
 
 
-def grid_png(images: np.ndarray, n: int) -> bytes:
-    """The decoded grid as a PNG (the classic manifold picture), 1-pixel grey separators."""
+# --- the hole map: the reference classifier's confidence per grid cell ----------------------
+CONFIDENT = EVAL_SETTINGS["threshold"]  # "recognised", as in the Reconstructions page's completeness
+HOLE_RGB, HOLE_ALPHA = (200, 40, 40), 160  # the tint, and its opacity (of 255) on a fully shaded cell
+HOLE_NOUNS = {"mnist": "digit", "fashion-mnist": "piece of clothing", "cifar10": "object"}
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def grid_confidence(map_key: str, kind: str, n: int, xlim: tuple, ylim: tuple, gaussian: bool, judge_path: str,
+                    judge_mtime_ns: int, _tiles: np.ndarray) -> np.ndarray:
+    """The reference classifier's top-class probability of each decoded cell [n*n], in the
+    tiles' order, once per map, model, grid and classifier file version (as `decoded_grid`)."""
+    judge = load_judge(judge_path, judge_mtime_ns)
+    c, h, w = judge.config.image_shape
+    if tuple(_tiles.shape[1:]) != (h, w, c):
+        raise ConfigError(f"the classifier {Path(judge_path).name} reads {h}x{w}x{c} images, the decoders make "
+                          f"{'x'.join(map(str, _tiles.shape[1:]))} ones")
+    confidence = judge_confidence(judge, _tiles)
+    confidence.setflags(write=False)
+    return confidence
+
+
+def hole_shade(confidence, threshold: float = CONFIDENT) -> np.ndarray:
+    """Confidence -> cell_shade: clear where the classifier is at least `threshold` sure; below
+    it a red tint from 40% of full (just unsure) to full (no class at all), so every cell that
+    the recognised share leaves out shows."""
+    c = np.asarray(confidence, dtype=np.float64)
+    return np.where(c >= threshold, 1.0, 0.6 * np.clip(c / threshold, 0, 1))
+
+
+def recognised_share(confidence, threshold: float = CONFIDENT) -> float:
+    """The share of cells the classifier names with at least `threshold` confidence."""
+    return float((np.asarray(confidence) >= threshold).mean())
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def hole_legend(on_tiles: bool = True, threshold: float = CONFIDENT, width: int = 300) -> np.ndarray:
+    """The hole map's legend [H, width, 3]: the tint of each confidence over a black (tile) or
+    white background, with ticks at 0, 50 %, the threshold and 100 %."""
+    left, right, bar_top, bar_h = 10, 14, 4, 18
+    img = Image.new("RGB", (width, bar_top + bar_h + 18), "white")
+    span = width - left - right
+    conf = (np.arange(span) + 0.5) / span
+    alpha = np.round((1 - hole_shade(conf, threshold)) * HOLE_ALPHA)[None, :, None] / 255
+    base = np.full((bar_h, span, 3), 0 if on_tiles else 255, np.float64)
+    bar = base * (1 - alpha) + np.array(HOLE_RGB, np.float64) * alpha
+    img.paste(Image.fromarray(np.round(bar).astype(np.uint8)), (left, bar_top))
+    draw = ImageDraw.Draw(img)
+    draw.rectangle([left - 1, bar_top - 1, left + span, bar_top + bar_h], outline=(90, 90, 90))
+    for v in sorted({0.0, 0.5, threshold, 1.0}):
+        x = left + v * span
+        draw.line([(x, bar_top + bar_h), (x, bar_top + bar_h + 3)], fill=(90, 90, 90))
+        draw.text((x, bar_top + bar_h + 4), f"{v:.0%}", fill=(60, 60, 60), font=_font(11), anchor="mt")
+    return np.asarray(img)
+
+
+def tint_tiles(images: np.ndarray, cell_shade) -> np.ndarray:
+    """Images [M, H, W, C] (float in [0, 1] or uint8) -> RGB uint8 [M, H, W, 3], image i tinted as
+    render_map_image tints cell i (the hole map on the decoded grid picture)."""
+    images = np.asarray(images)
+    rgb = _gray_to_rgb(images).astype(np.float64) * (1.0 if images.dtype == np.uint8 else 255.0)
+    alpha = np.round((1 - np.clip(np.asarray(cell_shade, dtype=np.float64), 0, 1)) * HOLE_ALPHA) / 255
+    alpha = alpha.reshape(-1, 1, 1, 1)
+    return np.round(np.clip(rgb, 0, 255) * (1 - alpha) + np.array(HOLE_RGB, np.float64) * alpha).astype(np.uint8)
+
+
+def grid_png(images: np.ndarray, n: int, cell_shade=None) -> bytes:
+    """The decoded grid as a PNG (the classic manifold picture), 1-pixel grey separators;
+    with cell_shade, tinted by the hole map."""
+    if cell_shade is not None:
+        images = tint_tiles(images, cell_shade)
     buf = io.BytesIO()
     Image.fromarray(_gray_to_rgb(image_grid(images, nrow=n, separator=1))).save(buf, format="PNG")
     return buf.getvalue()
@@ -684,13 +794,15 @@ def largest_gap(points: np.ndarray, xlim=None, ylim=None, n: int = 48, quantile:
 
 @st.cache_resource(show_spinner=False, max_entries=32)
 def decoded_grid_png(map_key: str, kind: str, n: int, xlim: tuple, ylim: tuple, gaussian: bool,
-                     _tiles: np.ndarray) -> bytes:
-    return grid_png(_tiles, n)
+                     _tiles: np.ndarray, shade_key: str = "", _shade: np.ndarray | None = None) -> bytes:
+    """grid_png, once per map, model, grid and hole map (shade_key identifies _shade)."""
+    return grid_png(_tiles, n, _shade)
 
 
 __all__ = [
-    "CellScorer", "GridSpec", "LatentMap", "MapCanvas", "build_latent_map", "click_to_data", "clickable_map",
-    "decoded_grid_png", "largest_gap", "map_csv",
+    "CONFIDENT", "CellScorer", "GridSpec", "LatentMap", "MapCanvas", "build_latent_map", "click_to_data",
+    "clickable_map", "decoded_grid_png", "grid_confidence", "hole_legend", "hole_shade", "largest_gap", "map_csv",
+    "recognised_share", "tint_tiles",
     "decode_map_points", "decoded_grid", "draw_click_marker", "enlarge", "grid_png", "latent_map", "map_controls",
     "map_image", "render_map_image", "sample_indices", "scatter_figure", "show_prior_samples", "split_images",
 ]
