@@ -4,7 +4,6 @@ from __future__ import annotations
 import streamlit as st
 
 from ui import maps, state
-from vae.errors import LatentExplorerError
 from vae.latent import decode_points
 
 st.set_page_config(page_title="Latent map · Latent Explorer", page_icon="🧭", layout="wide")
@@ -25,21 +24,8 @@ if pair is None:
 
 SELECTED = "latent_map_selected"  # (map key, sample row) of the clicked dot
 models = state.load_pair_models(pair)
-try:
-    data = state.load_pair_data(pair)
-except LatentExplorerError as err:
-    state.show_error(err, "This pair's test images are not available")
-    maps.show_prior_samples(models)
-    st.stop()
-for note in data.notes:
-    st.info(note)
-
-method, n = maps.map_controls(pair.latent_dim, len(data.test))
-try:
-    lmap = maps.latent_map(pair, method, n)
-except LatentExplorerError as err:
-    state.show_error(err, f"Could not compute the {method} map")
-    st.stop()
+page = maps.page_map(pair, models)
+data, method, lmap = page.data, page.method, page.lmap
 
 if pair.latent_dim > 2:
     st.caption(f"The codes have {pair.latent_dim} numbers each, so the map is a 2-D projection of them "

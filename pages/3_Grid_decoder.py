@@ -26,21 +26,8 @@ if pair is None:
 CLICK, SEEN = "grid_click", "grid_seen_clicks"  # the clicked location; the last click read per map
 HOLES = "grid_hole_map"  # the hole-map toggle
 models = state.load_pair_models(pair)
-try:
-    data = state.load_pair_data(pair)
-except LatentExplorerError as err:
-    state.show_error(err, "This pair's test images are not available")
-    maps.show_prior_samples(models)
-    st.stop()
-for note in data.notes:
-    st.info(note)
-
-method, n_points = maps.map_controls(pair.latent_dim, len(data.test))
-try:
-    lmap = maps.latent_map(pair, method, n_points)
-except LatentExplorerError as err:
-    state.show_error(err, f"Could not compute the {method} map")
-    st.stop()
+page = maps.page_map(pair, models)
+data, method, lmap = page.data, page.method, page.lmap
 
 # --- the grid ---------------------------------------------------------------------------------
 can_gauss = method == "identity" and lmap.reference == "vae"

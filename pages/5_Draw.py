@@ -6,7 +6,6 @@ import streamlit as st
 import torch
 
 from ui import drawing, maps, state
-from vae.errors import LatentExplorerError
 from vae.latent import decode_points
 
 st.set_page_config(page_title="Draw · Latent Explorer", page_icon="🧭", layout="wide")
@@ -61,19 +60,9 @@ with right:
             col.image(maps.enlarge(recons[kind], 168), width=168, caption=f"{maps.MODEL_LABELS[kind]} reconstruction")
 
 # --- where the drawing lands on the maps --------------------------------------------------------
-try:
-    data = state.load_pair_data(pair)
-except LatentExplorerError as err:
-    state.show_error(err, "This pair's test images are not available, so there is no map to mark")
-    st.stop()
-for note in data.notes:
-    st.info(note)
-method, n_points = maps.map_controls(pair.latent_dim, len(data.test))
-try:
-    lmap = maps.latent_map(pair, method, n_points)
-except LatentExplorerError as err:
-    state.show_error(err, f"Could not compute the {method} map")
-    st.stop()
+page = maps.page_map(pair, models, "This pair's test images are not available, so there is no map to mark",
+                     prior_samples_if_missing=False)
+method, lmap = page.method, page.lmap
 
 st.subheader("Where your drawing lands")
 where = {kind: lmap.to_map(kind, codes[kind])[0] for kind in codes}

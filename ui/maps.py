@@ -33,7 +33,7 @@ from plotly.colors import qualitative
 from scipy.stats import norm
 
 from vae.data import ImageSplit
-from vae.errors import ConfigError
+from vae.errors import ConfigError, LatentExplorerError
 from vae.latent import Codes, decode_points, encode_split, gaussian_grid_2d, grid_points_2d, image_grid, padded_limits
 from vae.models import Autoencoder
 from vae.projections import (Projection, ProjectionCache, ProjectionError, SimilarityTransform, available_methods,
@@ -289,6 +289,36 @@ def latent_map(pair, method: str, n: int, seed: int = 0) -> LatentMap:
 
 
 # --- sidebar controls shared by the map pages -----------------------------------------------
+@dataclass(frozen=True)
+class PageMap:
+    data: object  # the pair's ImageDataset
+    method: str
+    n_points: int
+    lmap: LatentMap
+
+
+def page_map(pair, models: dict, missing_data: str = "This pair's test images are not available",
+             prior_samples_if_missing: bool = True) -> PageMap:
+    """What every map page starts with: the pair's data (with its notes), the projection controls
+    and the cached map. Stops the page with a clear message when the data or the map is missing."""
+    try:
+        data = state.load_pair_data(pair)
+    except LatentExplorerError as err:
+        state.show_error(err, missing_data)
+        if prior_samples_if_missing:
+            show_prior_samples(models)  # what still works without any data
+        st.stop()
+    for note in data.notes:
+        st.info(note)
+    method, n_points = map_controls(pair.latent_dim, len(data.test))
+    try:
+        lmap = latent_map(pair, method, n_points)
+    except LatentExplorerError as err:
+        state.show_error(err, f"Could not compute the {method} map")
+        st.stop()
+    return PageMap(data, method, n_points, lmap)
+
+
 def map_controls(latent_dim: int, n_test: int | None = None) -> tuple[str, int]:
     """Projection and sample size, in the sidebar; the choice follows the visitor across pages."""
     methods = available_methods(latent_dim)
