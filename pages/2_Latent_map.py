@@ -23,7 +23,7 @@ if pair is None:
     st.stop()
 
 SELECTED = "latent_map_selected"  # (map key, sample row) of the clicked dot
-models = state.load_pair_models(pair)
+models = state.pair_models_or_stop(pair)
 page = maps.page_map(pair, models)
 data, method, lmap = page.data, page.method, page.lmap
 

@@ -25,7 +25,7 @@ if pair is None:
 
 CLICK, SEEN = "grid_click", "grid_seen_clicks"  # the clicked location; the last click read per map
 HOLES = "grid_hole_map"  # the hole-map toggle
-models = state.load_pair_models(pair)
+models = state.pair_models_or_stop(pair)
 page = maps.page_map(pair, models)
 data, method, lmap = page.data, page.method, page.lmap
 

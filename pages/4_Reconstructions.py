@@ -36,11 +36,7 @@ S = {"pick": "recon_pick_seed", "a": "recon_index_a", "b": "recon_index_b", "pai
 for key in ("pick", "pair", "samples"):
     st.session_state.setdefault(S[key], 0)
 
-try:
-    checkpoints = state.load_pair_models(pair)
-except LatentExplorerError as err:
-    state.show_error(err, f"Cannot load the pair {pair.name}")
-    st.stop()
+checkpoints = state.pair_models_or_stop(pair)
 kinds = [k for k in ("ae", "vae") if k in checkpoints]
 paths = {k: str(checkpoints[k].path) for k in kinds}
 versions = {k: sc.file_version(paths[k]) for k in kinds}

@@ -29,7 +29,7 @@ if tuple(pair.image_shape) != (1, 28, 28):
 
 from streamlit_drawable_canvas import st_canvas  # noqa: E402  (only for pairs that can use it)
 
-models = state.load_pair_models(pair)
+models = state.pair_models_or_stop(pair)
 kinds = [k for k in ("ae", "vae") if k in models]
 
 left, right = st.columns([1, 2])

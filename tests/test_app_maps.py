@@ -298,6 +298,7 @@ def test_a_drawing_is_cropped_scaled_and_centred_like_mnist():
     assert digit.shape == (28, 28) and digit.dtype == np.uint8
     rows, cols = np.flatnonzero(digit.max(1) > 30), np.flatnonzero(digit.max(0) > 30)
     assert rows[-1] - rows[0] + 1 in (19, 20, 21)  # the long side fills the 20-pixel box
+    assert cols[-1] - cols[0] + 1 < 20  # a "1" is narrower than tall: the aspect is kept
     ys, xs = np.indices(digit.shape)
     com = np.array([(ys * digit).sum(), (xs * digit).sum()]) / digit.sum()
     assert np.allclose(com, 13.5, atol=1.0)  # centred by its centre of mass, not its box

@@ -49,6 +49,16 @@ def load_pair_models(pair: catalog.PairInfo) -> dict:
     return {kind: load_model(p, Path(p).stat().st_mtime_ns) for kind, p in pair.paths.items()}
 
 
+def pair_models_or_stop(pair: catalog.PairInfo) -> dict:
+    """The pair's models, or a clear message and the end of the page (a header that reads but
+    weights that do not load, a file deleted since the listing, ...)."""
+    try:
+        return load_pair_models(pair)
+    except (LatentExplorerError, OSError) as err:
+        show_error(err, f"Cannot load the pair {pair.name}")
+        st.stop()
+
+
 @st.cache_resource(show_spinner="Loading data…", max_entries=8)
 def _data(name: str, source: str, image_shape: tuple):
     return catalog.data_for({"name": name, "source": source}, image_shape)

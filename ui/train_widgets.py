@@ -4,9 +4,8 @@ live view of a training job. The job itself runs in `vae.jobs`; everything here 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
-import re
+import os
 import time
 from pathlib import Path
 
@@ -17,8 +16,10 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from vae.data import EMBEDDED
+from vae.errors import DatasetError
 from vae.jobs import ACTIVE_STATES, JobRegistry, JobSpec, JobView, LatentSnapshot, compatible_presets
 from vae.presets import PRESETS
+from vae.uploads import UploadLimits, store_upload
 
 from . import state
 from .settings import Settings
@@ -31,7 +32,7 @@ DATASETS = {
     "fashion-mnist": "Fashion-MNIST (downloads 30 MB once)",
     "cifar10": "CIFAR-10 (downloads 170 MB once)",
     EMBEDDED: "MNIST digits shipped with the app (5,000, no download)",
-    "upload": "Upload a .npz file",
+    "upload": "Upload (.npz or .zip)",
     "path": "A .npz file or image folder on this server",
 }
 KIND_CHOICES = {("ae", "vae"): "AE and VAE", ("vae",): "VAE only", ("ae",): "AE only"}
@@ -42,6 +43,7 @@ WATCH = "train_watch"  # the job shown in the live view
 OWN_JOBS = "train_own_jobs"  # ids of jobs this visitor started (their pair gets selected when done)
 ANNOUNCED = "train_announced"  # own jobs whose finished pair was selected already
 SEEN_FINISHED = "train_seen_finished"  # finished jobs the page has re-rendered for
+UPLOADED = "train_uploaded"  # (file_id, stored path or None, summary, error) of the last upload checked
 
 
 # --- choosing what to train ----------------------------------------------------------------------
@@ -53,7 +55,7 @@ def dataset_input(settings: Settings) -> str | None:
         st.caption("Without a network the download fails after a few seconds; MNIST and Fashion-MNIST jobs then "
                    "train on the shipped MNIST digits and say so, a CIFAR-10 job stops with an error.")
     if choice == "upload":
-        return _uploaded_npz(settings)
+        return _uploaded_data(settings)
     if choice == "path":
         path = st.text_input("Path to a .npz (x_train, y_train, x_test, y_test) or a folder with "
                              "train/<class>/ and test/<class>/", key="train_path").strip()
@@ -67,21 +69,35 @@ def dataset_input(settings: Settings) -> str | None:
     return choice
 
 
-def _uploaded_npz(settings: Settings) -> str | None:
-    upload = st.file_uploader("A .npz with uint8 x_train, x_test (N×H×W or N×H×W×C) and integer y_train, y_test",
-                              type=["npz"], key="train_upload")
+def _uploaded_data(settings: Settings) -> str | None:
+    """A visitor's own data set: checked by vae.uploads (caps, zip bomb, zip slip, shapes), stored
+    under the state folder by content hash; its path is the job's data source."""
+    upload = st.file_uploader("A .npz with uint8 x_train, x_test (N×H×W or N×H×W×C) and integer y_train, y_test, "
+                              "or a .zip of a folder with train/<class>/<image> and test/<class>/<image>",
+                              type=["npz", "zip"], key="train_upload")
+    host = os.environ.get("SPACE_HOST")  # a Hugging Face Space's own address (its page frames it)
+    if settings.hosted and host:
+        st.caption(f"If the upload stops with *403* here, open the app at its own address, "
+                   f"[https://{host}](https://{host}): inside the Hugging Face page the browser withholds the "
+                   "cookie that protects uploads.")
     if upload is None:
         return None
-    data = upload.getvalue()
-    if len(data) > settings.max_upload_mb * 2**20:
-        st.error(f"{upload.name} is {len(data) / 2**20:.0f} MB; this server takes at most {settings.max_upload_mb} MB.")
+    checked = st.session_state.get(UPLOADED)
+    if checked is None or checked[0] != upload.file_id:  # check each file once, not on every rerun
+        try:
+            with st.spinner(f"Checking {upload.name}…"):
+                stored = store_upload(upload.name, upload.getvalue(), settings.cache_dir.parent / "uploads",
+                                      UploadLimits.from_mb(settings.max_upload_mb))
+            checked = (upload.file_id, str(stored.path), stored.describe(), "")
+        except DatasetError as err:
+            checked = (upload.file_id, None, "", str(err))
+        st.session_state[UPLOADED] = checked
+    _, path, summary, error = checked
+    if error:
+        st.error(f"{error}\n\nOr train on the MNIST digits shipped with the app (no upload, no download).")
         return None
-    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(upload.name).stem).strip("-")[:40] or "upload"
-    path = settings.cache_dir / "uploads" / f"{stem}-{hashlib.sha256(data).hexdigest()[:8]}.npz"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return str(path)
+    st.caption(f"Uploaded **{upload.name}**: {summary}.")
+    return path
 
 
 def preset_input(image_shape) -> str:

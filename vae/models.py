@@ -46,7 +46,7 @@ class ModelConfig:
         _check(self.likelihood in LIKELIHOODS, "likelihood", self.likelihood, f"one of {LIKELIHOODS}")
         _check(self.data_range in DATA_RANGES, "data_range", self.data_range, f"one of {DATA_RANGES}")
         _check(self.kl_estimator in KL_ESTIMATORS, "kl_estimator", self.kl_estimator, f"one of {KL_ESTIMATORS}")
-        _check(isinstance(self.latent_dim, int) and 1 <= self.latent_dim <= 4096,
+        _check(isinstance(self.latent_dim, int) and not isinstance(self.latent_dim, bool) and 1 <= self.latent_dim <= 4096,
                "latent_dim", self.latent_dim, "an integer from 1 to 4096")
         _check(len(self.image_shape) == 3 and min(self.image_shape) >= 1, "image_shape",
                self.image_shape, "(channels, height, width)")

@@ -37,17 +37,21 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            ("epochs", isinstance(self.epochs, int) and 1 <= self.epochs <= 10_000, "an integer from 1 to 10000"),
-            ("batch_size", isinstance(self.batch_size, int) and 1 <= self.batch_size <= 65_536, "an integer from 1 to 65536"),
+            ("epochs", _is_int(self.epochs) and 1 <= self.epochs <= 10_000, "an integer from 1 to 10000"),
+            ("batch_size", _is_int(self.batch_size) and 1 <= self.batch_size <= 65_536, "an integer from 1 to 65536"),
             ("lr", isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and 0 < self.lr <= 1, "a number in (0, 1]"),
-            ("checkpoint_every", isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 0, "an integer >= 0"),
-            ("eval_batch_size", isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 1, "an integer >= 1"),
-            ("num_threads", isinstance(self.num_threads, int) and 0 <= self.num_threads <= 256, "an integer from 0 to 256"),
-            ("seed", isinstance(self.seed, int), "an integer"),
+            ("checkpoint_every", _is_int(self.checkpoint_every) and self.checkpoint_every >= 0, "an integer >= 0"),
+            ("eval_batch_size", _is_int(self.eval_batch_size) and self.eval_batch_size >= 1, "an integer >= 1"),
+            ("num_threads", _is_int(self.num_threads) and 0 <= self.num_threads <= 256, "an integer from 0 to 256"),
+            ("seed", _is_int(self.seed) and 0 <= self.seed < 2**63, "an integer from 0 to 2**63 - 1"),
         ]
         for name, ok, expected in checks:
             if not ok:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is invalid: expected {expected}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python, not to us
 
 
 @dataclass(frozen=True)

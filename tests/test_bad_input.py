@@ -1,0 +1,210 @@
+"""Bad input and faults: broken checkpoint files beside good ones, nonsense in every Train form
+field, and a training process killed (SIGKILL) at a random moment while it saves every epoch."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import streamlit as st
+import torch
+from streamlit.testing.v1 import AppTest
+
+from vae import TrainConfig, Trainer, load_checkpoint, make_pair, read_metadata
+from vae.catalog import find_pairs
+from vae.data import EMBEDDED, load_dataset
+from vae.errors import ConfigError
+from vae.jobs import JobRegistry, JobSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = ["app.py", "pages/1_Train.py", "pages/2_Latent_map.py", "pages/3_Grid_decoder.py",
+         "pages/4_Reconstructions.py", "pages/5_Draw.py"]
+
+
+# --- broken checkpoint files ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def checkpoint_dir(tmp_path_factory):
+    """A tiny good 2-D pair, and beside it one file of each kind of damage a folder can hold."""
+    folder = tmp_path_factory.mktemp("checkpoints")
+    data = load_dataset(EMBEDDED).limit(train=256, test=64)
+    torch.manual_seed(0)
+    models = make_pair("mnist-2d", data.image_shape)
+    Trainer(models, data, TrainConfig(epochs=1, batch_size=64, eval_batch_size=64),
+            out={k: folder / f"tiny-{k}.safetensors" for k in models}).fit()
+    good = (folder / "tiny-vae.safetensors").read_bytes()
+    (folder / "garbage-ae.safetensors").write_bytes(b"garbage" * 100)
+    (folder / "cut-vae.safetensors").write_bytes(good[:100])  # cut inside the header
+    (folder / "halved-vae.safetensors").write_bytes(good[: len(good) // 2])  # cut inside the weights
+    torch.save({"w": torch.zeros(1)}, folder / "pickle-ae.safetensors")  # a torch pickle, renamed
+    from safetensors.torch import load_file, save_file
+
+    save_file({"w": torch.zeros(2)}, str(folder / "foreign-vae.safetensors"))  # safetensors, not ours
+    for kind in ("ae", "vae"):  # a readable header whose weights do not fit it: fails only when loaded
+        meta = read_metadata(folder / f"tiny-{kind}.safetensors")
+        meta["model_config"]["latent_dim"] = 5
+        save_file(load_file(folder / f"tiny-{kind}.safetensors"), str(folder / f"mismatch-{kind}.safetensors"),
+                  metadata={"latent_explorer": json.dumps(meta)})
+    return folder
+
+
+BROKEN = ["garbage-ae", "cut-vae", "halved-vae", "pickle-ae", "foreign-vae"]
+
+
+@pytest.fixture
+def app_env(checkpoint_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENT_EXPLORER_CHECKPOINTS", str(checkpoint_dir))
+    monkeypatch.setenv("LATENT_EXPLORER_STATE", str(tmp_path / "state"))
+    monkeypatch.setenv("LATENT_EXPLORER_TRAIN_THREADS", "1")
+    for name in ("LATENT_EXPLORER_HOSTED", "LATENT_EXPLORER_MAX_EPOCHS", "LATENT_EXPLORER_MAX_TRAIN", "SPACE_ID"):
+        monkeypatch.delenv(name, raising=False)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield tmp_path
+    from ui import state
+
+    state.registry().shutdown()
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+def test_the_catalog_skips_each_broken_file_with_its_name(checkpoint_dir):
+    pairs, problems = find_pairs([checkpoint_dir])
+    assert sorted(p.name for p in pairs) == ["mismatch", "tiny"]
+    for name in BROKEN:
+        assert sum(f"{name}.safetensors" in p for p in problems) == 1, (name, problems)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_runs_beside_broken_files_and_names_them_in_the_sidebar(app_env, page):
+    at = AppTest.from_file(page, default_timeout=120)
+    at.session_state["pair_name"] = "tiny"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.sidebar.selectbox[0].value == "tiny"
+    warnings = " ".join(w.value for w in at.sidebar.warning)
+    for name in BROKEN:
+        assert f"{name}.safetensors" in warnings
+
+
+
+@pytest.mark.parametrize("page", [
+    "app.py", "pages/1_Train.py", "pages/4_Reconstructions.py", "pages/2_Latent_map.py",
+    "pages/3_Grid_decoder.py", "pages/5_Draw.py",
+])
+def test_choosing_a_pair_whose_weights_do_not_load_shows_an_error_not_a_traceback(app_env, page):
+    at = AppTest.from_file(page, default_timeout=120)
+    at.session_state["pair_name"] = "mismatch"
+    at.run()
+    assert not at.exception, [e.value[:200] for e in at.exception]
+    if page not in ("app.py", "pages/1_Train.py"):  # those two never load the weights
+        assert any("mismatch-" in e.value and "do not match" in e.value for e in at.error)
+
+
+# --- nonsense in the Train form --------------------------------------------------------------------------
+# The browser clamps a number_input to its bounds, but the server takes whatever value a client
+# sends (streamlit does not re-check min/max), so the library is the real guard.
+NONSENSE = [("epochs", 10**9, "epochs=1000000000 is invalid"), ("batch", -5, "batch_size=-5 is invalid"),
+            ("batch", 0, "batch_size=0 is invalid"), ("lr", 5.0, "lr=5.0 is invalid"),
+            ("lr", -0.001, "lr=-0.001 is invalid"), ("latent", 0, "latent_dim=0 is invalid"),
+            ("latent", 10**6, "latent_dim=1000000 is invalid"), ("beta", -3.0, "beta=-3.0 is invalid"),
+            ("limit", -7, "limit_train=-7 is invalid")]
+
+
+@pytest.mark.parametrize("field,value,message", NONSENSE)
+def test_nonsense_past_the_form_bounds_is_refused_with_a_clear_message(app_env, field, value, message):
+    at = AppTest.from_file("pages/1_Train.py", default_timeout=60).run()
+    at.selectbox(key="train_dataset").select(EMBEDDED).run()
+    preset = at.selectbox(key="train_preset").value
+    widget = at.number_input(key=f"train_{field}_{preset}")
+    assert not (widget.min <= value <= widget.max)  # the browser could not have sent it
+    widget.set_value(value)
+    at.button(key="FormSubmitter:train_form-Start training").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(e.value.startswith("Cannot start this job:") and message in e.value for e in at.error), \
+        [e.value for e in at.error]
+    from ui import state
+
+    assert state.registry().list() == []  # no job was started
+
+
+def test_hosted_limits_refuse_a_form_past_them(app_env, monkeypatch):
+    monkeypatch.setenv("LATENT_EXPLORER_HOSTED", "1")
+    st.cache_resource.clear()
+    at = AppTest.from_file("pages/1_Train.py", default_timeout=60).run()
+    options = at.selectbox(key="train_dataset").options  # their labels
+    assert "Upload (.npz or .zip)" in options and not any("on this server" in o for o in options)
+    at.selectbox(key="train_dataset").select(EMBEDDED).run()
+    preset = at.selectbox(key="train_preset").value
+    at.number_input(key=f"train_epochs_{preset}").set_value(500)
+    at.button(key="FormSubmitter:train_form-Start training").click().run()
+    assert any("over this server's limit of 20" in e.value for e in at.error), [e.value for e in at.error]
+
+
+@pytest.mark.parametrize("field,value", [
+    ("epochs", 0), ("epochs", -1), ("epochs", 10**9), ("epochs", 2.5), ("epochs", "3"), ("epochs", math.nan),
+    ("batch_size", 0), ("batch_size", -64), ("batch_size", 10**7), ("batch_size", 64.0),
+    ("lr", 0), ("lr", -1e-3), ("lr", math.nan), ("lr", math.inf), ("lr", 2.0), ("lr", "0.01"),
+    ("latent_dim", 0), ("latent_dim", -2), ("latent_dim", 10**6), ("latent_dim", 2.5),
+    ("beta", -1.0), ("beta", math.nan), ("beta", math.inf),
+    ("seed", "x"), ("seed", 1.5),
+    ("limit_train", 0), ("limit_train", -3), ("limit_train", 2.5), ("limit_test", 0),
+    ("kinds", "xyz"), ("kinds", ()), ("preset", "no-such-preset"), ("dataset", ""), ("dataset", "   "),
+    ("seed", 2**70),
+    ("epochs", True),
+])
+def test_the_library_refuses_nonsense_in_a_job_spec(field, value):
+    with pytest.raises(ConfigError, match=field if field not in ("dataset",) else "dataset is empty"):
+        JobSpec(**{field: value})
+
+
+def test_a_hosted_registry_refuses_specs_past_its_limits(tmp_path):
+    registry = JobRegistry(tmp_path, max_epochs=20, max_train_images=20_000)
+    with pytest.raises(ConfigError, match="epochs=21 is over this server's limit of 20"):
+        registry.submit(JobSpec(epochs=21, limit_train=100))
+    with pytest.raises(ConfigError, match="limit_train=None is over"):
+        registry.submit(JobSpec(epochs=1))
+    assert registry.list() == []
+
+
+# --- SIGKILL while a checkpoint is written ---------------------------------------------------------------
+def test_sigkill_of_a_training_process_at_a_random_moment_leaves_loadable_checkpoints(tmp_path):
+    """`python -m vae.train` saving every epoch (each save a temporary file, fsync, os.replace), killed
+    at a random moment: if a save is in flight then, it is killed inside it."""
+    prefix = tmp_path / "killed"
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    cmd = [sys.executable, "-m", "vae.train", "--preset", "mnist-mlp", "--data", EMBEDDED, "--epochs", "500",
+           "--checkpoint-every", "1", "--limit-train", "128", "--limit-test", "32", "--batch-size", "64",
+           "--threads", "1", "--out", str(prefix)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    files = [Path(f"{prefix}-{k}.safetensors") for k in ("ae", "vae")]
+    try:
+        deadline = time.monotonic() + 120
+        while not all(f.exists() for f in files):
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.5))
+        # then the next moment a temporary checkpoint file exists (a save in flight), or 2 s at most
+        until, in_flight = time.monotonic() + 2.0, False
+        while time.monotonic() < until and not in_flight:
+            in_flight = any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(30) == -signal.SIGKILL, f"the process ended before the kill (seed {seed})"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    loaded = {f.name: load_checkpoint(f) for f in files}
+    assert all(ck.epoch >= 1 for ck in loaded.values()), (seed, in_flight)
+    assert {ck.config.latent_dim for ck in loaded.values()} == {make_pair("mnist-mlp", (1, 28, 28))["vae"].config.latent_dim}
+    pairs, problems = find_pairs([tmp_path])  # a leftover temporary file is not taken for a checkpoint
+    assert [p.name for p in pairs] == ["killed"] and problems == [], (seed, in_flight, problems)
