@@ -29,13 +29,16 @@ st.subheader("Available model pairs")
 if not pairs:
     st.info("No models yet. Open **Train** in the sidebar to train an AE/VAE pair.")
 else:
+    def fig(value, digits=2):
+        return None if value is None else round(float(value), digits)
+
     rows = []
     for p in pairs:
         vae_m, ae_m = p.metrics.get("vae", {}), p.metrics.get("ae", {})
         rows.append({
             "pair": p.name, "data set": p.dataset, "preset": p.preset, "latent": p.latent_dim,
-            "epochs": p.epochs, "AE recon (nats)": ae_m.get("recon"), "VAE -ELBO (nats)": vae_m.get("neg_elbo"),
-            "VAE KL (nats)": vae_m.get("kl"), "bits/dim": vae_m.get("bits_per_dim"),
+            "epochs": p.epochs, "AE recon (nats)": fig(ae_m.get("recon")), "VAE -ELBO (nats)": fig(vae_m.get("neg_elbo")),
+            "VAE KL (nats)": fig(vae_m.get("kl")), "bits/dim": fig(vae_m.get("bits_per_dim"), 3),
             "source": "shipped" if p.folder == str(state.settings().shipped_dir) else "trained here",
         })
     st.dataframe(rows, hide_index=True, width="stretch")
