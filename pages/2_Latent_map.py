@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ui import maps, state
+from ui.style import MODEL_LABELS
 from vae.latent import decode_points
 
 st.set_page_config(page_title="Latent map · Latent Explorer", page_icon="🧭", layout="wide")
@@ -62,7 +63,7 @@ for col, kind in zip(cols, lmap.kinds):
     fig = maps.scatter_figure(lmap, kind, highlight_row=row, ellipses=n_ellipses,
                               prior_sigmas=(1, 2, 3) if show_prior else ())
     key = f"latent_map_chart_{kind}"
-    col.markdown(f"**{maps.MODEL_LABELS[kind]}**")
+    col.markdown(f"**{MODEL_LABELS[kind]}**")
     col.plotly_chart(fig, key=key, on_select=lambda key=key, mk=lmap.key: remember_selection(key, mk),
                      selection_mode="points", config={"scrollZoom": False, "displaylogo": False})
 
@@ -77,7 +78,7 @@ if method == "identity" and "ae" in lmap.codes:
     info.append(f"the AE's own codes span z1 ∈ [{ae[:, 0].min():.3g}, {ae[:, 0].max():.3g}], "
                 f"z2 ∈ [{ae[:, 1].min():.3g}, {ae[:, 1].max():.3g}]: nothing keeps them near 0")
 if method == "pca":
-    kept = ", ".join(f"{maps.MODEL_LABELS[k]} {lmap.projections[k].explained_variance_ratio_.sum():.0%}"
+    kept = ", ".join(f"{MODEL_LABELS[k]} {lmap.projections[k].explained_variance_ratio_.sum():.0%}"
                      for k in lmap.kinds)
     info.append(f"the 2 PCA axes keep this share of the codes' variance: {kept}")
 info.append("loaded from the disk cache" if lmap.from_disk else f"computed in {lmap.seconds:.1f} s")
@@ -97,7 +98,7 @@ else:
         code = lmap.codes[kind].mean[row]
         recon = decode_points(models[kind].model, code)[0]
         x, y = lmap.points[kind][row]
-        col.image(maps.enlarge(recon, 168), width=168, caption=f"{maps.MODEL_LABELS[kind]} reconstruction "
+        col.image(maps.enlarge(recon, 168), width=168, caption=f"{MODEL_LABELS[kind]} reconstruction "
                                                     f"(map position {x:.2f}, {y:.2f})")
     st.caption("Each reconstruction decodes the posterior mean, the code at the dot (the ringed dot on both maps).")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ui import maps, scores, state
+from ui.style import MODEL_LABELS
 from vae.errors import LatentExplorerError
 from vae.latent import nearest_indices
 
@@ -94,13 +95,13 @@ click = click if click and click["map"] == lmap.key else None
 cols = st.columns(len(lmap.kinds))
 for col, kind in zip(cols, lmap.kinds):
     with col:
-        st.markdown(f"**{maps.MODEL_LABELS[kind]}**" + (" — dashed: the prior's 2σ circle" if kind == "vae" and
+        st.markdown(f"**{MODEL_LABELS[kind]}**" + (" — dashed: the prior's 2σ circle" if kind == "vae" and
                                                          show_prior else ""))
         image = maps.draw_click_marker(images[kind], canvas, click["point"]) if click else images[kind]
         maps.clickable_map(image, key=f"grid_map_{kind}", photo=tiles_under)
         if confidence:
             share = maps.recognised_share(confidence[kind])
-            st.metric(f"{maps.MODEL_LABELS[kind]}: cells the classifier recognises (≥ {maps.CONFIDENT:.0%} sure)",
+            st.metric(f"{MODEL_LABELS[kind]}: cells the classifier recognises (≥ {maps.CONFIDENT:.0%} sure)",
                       f"{share:.0%}", help=f"{round(share * n * n)} of the {n}×{n} grid cells"
                       + (" (equal prior mass each)." if gaussian else " within the view."))
 if confidence:
@@ -124,7 +125,7 @@ if click is None:
     st.caption("Click anywhere on a map above. Try the white space between groups on the AE's map.")
 else:
     x, y = click["point"]
-    st.markdown(f"You clicked the **{maps.MODEL_LABELS[click['kind']]}** map at ({x:.3g}, {y:.3g}); "
+    st.markdown(f"You clicked the **{MODEL_LABELS[click['kind']]}** map at ({x:.3g}, {y:.3g}); "
                 "here is that location decoded by each model, with the real test images nearest to it on that "
                 "model's map.")
     out = st.columns(len(lmap.kinds))
@@ -134,10 +135,10 @@ else:
             near = nearest_indices(lmap.points[kind], click["point"], k=5)
             dist = float(((lmap.points[kind][near[0]] - click["point"]) ** 2).sum() ** 0.5)
             mark = " (clicked)" if kind == click["kind"] else " (same place)"
-            st.image(maps.enlarge(decoded, 224), width=224, caption=f"{maps.MODEL_LABELS[kind]}{mark}: decoded")
+            st.image(maps.enlarge(decoded, 224), width=224, caption=f"{MODEL_LABELS[kind]}{mark}: decoded")
             st.image([maps.enlarge(im, 56) for im in maps.split_images(data.test, lmap.indices[near])], width=56,
                      caption=[lmap.classes[lmap.labels[r]] for r in near])
-            st.caption(f"Nearest real images on the {maps.MODEL_LABELS[kind]} map; the closest is {dist:.2g} "
+            st.caption(f"Nearest real images on the {MODEL_LABELS[kind]} map; the closest is {dist:.2g} "
                        f"map units away ({dist / (xlim[1] - xlim[0]):.0%} of the view's width).")
 
 # --- the whole grid as one picture ------------------------------------------------------------
@@ -151,7 +152,7 @@ for col, kind in zip(grid_cols, lmap.kinds):
     png = maps.decoded_grid_png(lmap.key, kind, n, xlim, ylim, gaussian, tiles[kind])
     shown = maps.decoded_grid_png(lmap.key, kind, n, xlim, ylim, gaussian, tiles[kind], hole_key,
                                   shade[kind]) if shade else png
-    col.image(shown, caption=f"{maps.MODEL_LABELS[kind]}: {n}×{n} decoded grid", width="stretch")
-    col.download_button(f"Download the {maps.MODEL_LABELS[kind]} grid (PNG)", png,
+    col.image(shown, caption=f"{MODEL_LABELS[kind]}: {n}×{n} decoded grid", width="stretch")
+    col.download_button(f"Download the {MODEL_LABELS[kind]} grid (PNG)", png,
                         file_name=f"grid-{pair.name}-{kind}-{method}-{n}x{n}.png", mime="image/png",
                         key=f"grid_png_{kind}")

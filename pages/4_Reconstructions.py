@@ -10,6 +10,7 @@ from plotly.subplots import make_subplots
 
 from ui import scores as sc
 from ui import state
+from ui.style import MODEL_COLORS, MODEL_LABELS
 from vae.errors import DatasetError, LatentExplorerError
 from vae.evaluate import ROWS
 
@@ -131,14 +132,14 @@ with pictures:
         errors = {}
         for k in kinds:
             images, errors[k] = sc.reconstructions(paths[k], versions[k], picked, data_id, data)
-            st.markdown(f"**{sc.MODEL_LABELS[k]} reconstructions** (error below each)")
+            st.markdown(f"**{MODEL_LABELS[k]} reconstructions** (error below each)")
             st.image(sc.single_tiles(images, small), caption=[f"{e:.1f}" for e in errors[k]])
             recon_pngs[k] = sc.png_bytes(np.concatenate([originals, images]), count)
         likelihood = checkpoints[kinds[0]].config.likelihood
         what = "binary cross-entropy summed over pixels" if likelihood == "bernoulli" else "Gaussian NLL over pixels"
         st.caption("Error: the model's reconstruction NLL, -log p(x|z) in nats (" + what + "), decoding each "
                    "image's code mean (no sampling); lower is better. Mean over these "
-                   + ", ".join(f"{sc.MODEL_LABELS[k]} {errors[k].mean():.1f}" for k in kinds) + ".")
+                   + ", ".join(f"{MODEL_LABELS[k]} {errors[k].mean():.1f}" for k in kinds) + ".")
         st.button("New images", key="recon_new_images",
                   on_click=lambda: st.session_state.update({S["pick"]: st.session_state[S["pick"]] + 1}))
 with numbers:
@@ -191,7 +192,7 @@ with pictures:
         strips = {}
         for k in kinds:
             strips[k] = sc.interpolation(paths[k], versions[k], int(index_a), int(index_b), steps, data_id, data)
-            st.markdown(f"**{sc.MODEL_LABELS[k]}**: from the code of #{index_a} to the code of #{index_b}")
+            st.markdown(f"**{MODEL_LABELS[k]}**: from the code of #{index_a} to the code of #{index_b}")
             st.image(sc.tiles(strips[k], steps, scale))
             paths_png[k] = sc.png_bytes(strips[k], steps)
         panels = 2 if judge is not None else 1
@@ -199,12 +200,12 @@ with pictures:
             ["Pixel change from one frame to the next"]
             + (["Classifier's confidence in each frame"] if judge is not None else [])))
         for k in kinds:
-            line = dict(color=sc.MODEL_COLORS[k])
-            fig.add_trace(go.Scatter(x=np.arange(1, steps), y=sc.step_sizes(strips[k]), name=sc.MODEL_LABELS[k],
+            line = dict(color=MODEL_COLORS[k])
+            fig.add_trace(go.Scatter(x=np.arange(1, steps), y=sc.step_sizes(strips[k]), name=MODEL_LABELS[k],
                                      mode="lines+markers", line=line), row=1, col=1)
             if judge is not None:
                 fig.add_trace(go.Scatter(x=np.arange(steps), y=sc.judge_confidence(judge, strips[k]),
-                                         name=sc.MODEL_LABELS[k], mode="lines+markers", line=line,
+                                         name=MODEL_LABELS[k], mode="lines+markers", line=line,
                                          showlegend=False), row=1, col=2)
         fig.update_xaxes(title_text="step")
         fig.update_yaxes(title_text="RMS change", rangemode="tozero", row=1, col=1)
@@ -229,7 +230,7 @@ with pictures:
               on_click=lambda: st.session_state.update({S["samples"]: st.session_state[S["samples"]] + 1}))
     seed = st.session_state[S["samples"]]
     nrow = 8
-    grids = [(k, "prior", f"{sc.MODEL_LABELS[k]}: codes from the prior N(0, I)") for k in kinds]
+    grids = [(k, "prior", f"{MODEL_LABELS[k]}: codes from the prior N(0, I)") for k in kinds]
     if "ae" in kinds:
         grids.append(("ae", "box", "AE: codes from the box around its test codes"))
     note = (f"Sample seed {seed}. The VAE was trained to put its codes where N(0, I) puts its mass; the AE's "
@@ -269,7 +270,7 @@ with pictures:
             u = usage["vae"]
             active = np.asarray(u["activity"]) > sc.ACTIVE_THRESHOLD
             fig = go.Figure(go.Bar(x=[f"z{j}" for j in range(len(u["kl"]))], y=u["kl"],
-                                   marker_color=np.where(active, sc.MODEL_COLORS["vae"], "#adb5bd").tolist(),
+                                   marker_color=np.where(active, MODEL_COLORS["vae"], "#adb5bd").tolist(),
                                    text=[f"{v:.2f}" for v in u["kl"]], textposition="outside", cliponaxis=False,
                                    hovertemplate="%{x}: %{y:.2f} nats<extra></extra>"))
             fig.update_layout(height=300, margin=dict(l=10, r=10, t=40, b=10),
@@ -283,7 +284,7 @@ with pictures:
 with numbers:
     for k in kinds:
         u = usage.get(k)
-        line = f"**{sc.MODEL_LABELS[k]}**: " + (f"{u['active']} of {pair.latent_dim} dimensions active" if u else "–")
+        line = f"**{MODEL_LABELS[k]}**: " + (f"{u['active']} of {pair.latent_dim} dimensions active" if u else "–")
         if k == "vae":
             line += f", beta = {checkpoints[k].config.beta:g}"
         st.markdown(line)
@@ -292,12 +293,12 @@ with numbers:
 
 # --- 5. export ------------------------------------------------------------------------------------------
 st.subheader("5. Download the pictures")
-buttons = [(f"{sc.MODEL_LABELS[k]} reconstructions", recon_pngs[k], f"{pair.name}-{k}-reconstructions.png")
+buttons = [(f"{MODEL_LABELS[k]} reconstructions", recon_pngs[k], f"{pair.name}-{k}-reconstructions.png")
            for k in recon_pngs]
 if data is not None:
-    buttons += [(f"{sc.MODEL_LABELS[k]} path #{index_a} → #{index_b}", paths_png[k],
+    buttons += [(f"{MODEL_LABELS[k]} path #{index_a} → #{index_b}", paths_png[k],
                  f"{pair.name}-{k}-path-{index_a}-{index_b}.png") for k in paths_png]
-buttons += [(f"{sc.MODEL_LABELS[k]} {source} samples", png, f"{pair.name}-{k}-{source}-samples-seed{seed}.png")
+buttons += [(f"{MODEL_LABELS[k]} {source} samples", png, f"{pair.name}-{k}-{source}-samples-seed{seed}.png")
             for (k, source), png in samples_png.items()]
 for row in range(0, len(buttons), 4):
     for col, (label, png, name) in zip(st.columns(4), buttons[row:row + 4]):
@@ -312,7 +313,7 @@ if measure_clicked and data is not None:
         for k in [k for k in kinds if stored.get(k) is None]:
             doing = (f"decoding {n:,} random codes and {n_pairs} paths, judged by the classifier" if judge_path
                      else "importance-sampled likelihood and active units")
-            with spinner_slot, st.spinner(f"Measuring the {sc.MODEL_LABELS[k]}: {doing}…"):
+            with spinner_slot, st.spinner(f"Measuring the {MODEL_LABELS[k]}: {doing}…"):
                 stored[k] = sc.measure(paths[k], versions[k], str(judge_path) if judge_path else None,
                                        judge_version, data_id, data)
     except Exception as err:  # the pictures above stay usable whatever goes wrong here
@@ -334,7 +335,7 @@ if measured:
     with table_slot.expander("All measured figures"):
         rows = [(key, label, fmt) for key, label, fmt in ROWS if any(key in measured[k] for k in measured_kinds)]
         st.dataframe({"figure": [label for _, label, _ in rows],
-                      **{sc.MODEL_LABELS[k]: [format(measured[k][key], fmt) if key in measured[k] else "–"
+                      **{MODEL_LABELS[k]: [format(measured[k][key], fmt) if key in measured[k] else "–"
                                                for key, _, fmt in rows] for k in measured_kinds}},
                      hide_index=True, width="stretch", height=35 * (len(rows) + 1) + 3)
         if judge is not None:

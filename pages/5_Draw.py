@@ -6,6 +6,7 @@ import streamlit as st
 import torch
 
 from ui import drawing, maps, state
+from ui.style import MODEL_LABELS
 from vae.latent import decode_points
 
 st.set_page_config(page_title="Draw · Latent Explorer", page_icon="🧭", layout="wide")
@@ -57,7 +58,7 @@ with right:
         shown[0].image(maps.enlarge(digit[..., None], 168), width=168,
                        caption="What the models see: cropped, scaled to 20×20 and centred in 28×28, like MNIST")
         for col, kind in zip(shown[1:], kinds):
-            col.image(maps.enlarge(recons[kind], 168), width=168, caption=f"{maps.MODEL_LABELS[kind]} reconstruction")
+            col.image(maps.enlarge(recons[kind], 168), width=168, caption=f"{MODEL_LABELS[kind]} reconstruction")
 
 # --- where the drawing lands on the maps --------------------------------------------------------
 page = maps.page_map(pair, models, "This pair's test images are not available, so there is no map to mark",
@@ -69,7 +70,7 @@ where = {kind: lmap.to_map(kind, codes[kind])[0] for kind in codes}
 cols = st.columns(len(lmap.kinds))
 for col, kind in zip(cols, lmap.kinds):
     marks = [(where[kind], "you")] if kind in where else []
-    col.markdown(f"**{maps.MODEL_LABELS[kind]}**")
+    col.markdown(f"**{MODEL_LABELS[kind]}**")
     col.plotly_chart(maps.scatter_figure(lmap, kind, marks=marks, prior_sigmas=(2,) if kind == "vae" else (),
                                          height=480),
                      key=f"draw_map_{kind}", on_select="ignore", config={"displaylogo": False})

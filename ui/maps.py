@@ -39,10 +39,10 @@ from vae.models import Autoencoder
 from vae.projections import (Projection, ProjectionCache, ProjectionError, SimilarityTransform, available_methods,
                              file_sha256, make_projection, procrustes_align)
 
+from .style import MODEL_LABELS
 from . import state
 from .scores import EVAL_SETTINGS, judge_confidence, load_judge
 
-MODEL_LABELS = {"ae": "AE", "vae": "VAE"}
 CLASS_COLORS = qualitative.T10  # the Train page's palette: a class keeps its colour across pages
 METHOD_NAMES = {"identity": "Latent axes (the 2-D code itself)", "pca": "PCA (linear, exact inverse)",
                 "umap": "UMAP (non-linear, slow first time)", "tsne": "t-SNE (non-linear, slow first time)"}

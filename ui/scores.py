@@ -27,10 +27,9 @@ from vae.data import ImageDataset
 from vae.evaluate import dataset_key, evaluate_checkpoint
 from vae.latent import image_grid, interpolate, sample_box, sample_prior
 
+from .style import MODEL_LABELS
 from . import state
 
-MODEL_LABELS = {"ae": "AE", "vae": "VAE"}
-MODEL_COLORS = {"ae": "#f08c00", "vae": "#4c6ef5"}  # as on the Train page
 
 # modest settings: seconds per model on a 2-core CPU for the MNIST MLPs
 EVAL_SETTINGS = {"n": 1000, "seed": 0, "iwae_k": 50, "iwae_images": 500, "n_pairs": 100, "steps": 16,

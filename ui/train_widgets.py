@@ -21,11 +21,10 @@ from vae.jobs import ACTIVE_STATES, JobRegistry, JobSpec, JobView, LatentSnapsho
 from vae.presets import PRESETS
 from vae.uploads import UploadLimits, store_upload
 
+from .style import MODEL_LABELS, MODEL_COLORS
 from . import state
 from .settings import Settings
 
-MODEL_LABELS = {"ae": "AE", "vae": "VAE"}
-MODEL_COLORS = {"ae": "#f08c00", "vae": "#4c6ef5"}
 CLASS_COLORS = qualitative.T10
 DATASETS = {
     "mnist": "MNIST (downloads 11 MB once)",
