@@ -4,12 +4,15 @@
     plus the closed-form KL, Adam lr 1e-3, batch 128, fed by a torchvision Dataset + DataLoader
     + ToTensor (one PIL image per sample), trained by a plain Python loop;
 (b) ours: the same architecture built from `vae.models.ModelConfig` (Bernoulli likelihood)
-    and trained by `vae.train.Trainer`, which draws batches by index from a resident uint8 tensor.
+    and trained by `vae.train.Trainer`, which draws batches by index from a resident uint8 tensor
+    and computes this model's loss and gradients in one fused autograd node (vae/fused.py):
+    "ours" in float32 (the trainer's default), "ours bf16" with bfloat16 matmuls
+    (`TrainConfig(precision="bfloat16")`, mixed precision) where the CPU runs them natively.
 
-Both start from the same weights, see the same number of images, run on the same number of
-threads, and are scored with the same test loss (-ELBO per image in nats, one posterior sample,
-on the test split). Repeats alternate the order (ref, ours / ours, ref) so a drifting machine
-load biases neither side; the table shows medians.
+All sides start from the same weights, see the same number of images, run on the same number
+of threads, and are scored with the same test loss (-ELBO per image in nats, one posterior
+sample, on the test split, in float32). Repeats rotate the order so a drifting machine load
+biases no side; the table shows medians.
 
     .venv/bin/python bench/train_speed.py [--data ../shared/data/mnist.npz] [--repeats 3]
 """
@@ -31,6 +34,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from vae.data import ImageDataset, load_dataset  # noqa: E402
+from vae.device import has_fast_bfloat16  # noqa: E402
 from vae.models import Autoencoder, ModelConfig  # noqa: E402
 from vae.train import Callback, TrainConfig, Trainer  # noqa: E402
 
@@ -171,11 +175,12 @@ class _EvalClock(Callback):
             self.train_end = time.perf_counter()
 
 
-def our_epoch(model: Autoencoder, data: ImageDataset, seed: int, threads: int) -> tuple[float, float, float]:
+def our_epoch(model: Autoencoder, data: ImageDataset, seed: int, threads: int,
+              precision: str) -> tuple[float, float, float]:
     """One epoch through our Trainer: (train seconds, test -ELBO per image, eval seconds)."""
     clock = _EvalClock()
     config = TrainConfig(epochs=1, batch_size=BATCH_SIZE, lr=LR, seed=seed, num_threads=threads,
-                         eval_batch_size=1000, device="cpu")
+                         eval_batch_size=1000, device="cpu", precision=precision)
     start = time.perf_counter()
     result = Trainer({"vae": model}, data, config, callbacks=[clock]).fit()
     end = time.perf_counter()
@@ -247,21 +252,26 @@ def run_reference(train_set, test_set, seed: int) -> Run:
     return Run(train_s, *reference_test(model, test_set, seed))
 
 
-def run_ours(data: ImageDataset, seed: int, threads: int) -> Run:
+def run_ours(data: ImageDataset, seed: int, threads: int, precision: str) -> Run:
     torch.manual_seed(seed)
     model = our_model_like(ExampleVAE())  # the reference's initial weights, same seed
-    return Run(*our_epoch(model, data, seed, threads))
+    return Run(*our_epoch(model, data, seed, threads, precision))
+
+
+# our sides: the Trainer in float32 (its default) and with bfloat16 matmuls (mixed precision)
+OURS = {"ours": "float32", "ours bf16": "bfloat16"}
 
 
 def compare(args, data: ImageDataset, ref_train, ref_test) -> dict[str, list]:
-    """Each repeat: both epochs (order alternating), then the machine's peak and matmul floor."""
-    out: dict[str, list] = {"reference": [], "ours": [], "peak": [], "floor": [], "floor_flops": []}
+    """Each repeat: every side's epoch (order rotating), then the machine's peak and matmul floor."""
+    sides = ["reference", *args.ours]
+    out: dict[str, list] = {side: [] for side in sides} | {"peak": [], "floor": [], "floor_flops": []}
     for r in range(args.repeats):
-        for side in ("reference", "ours") if r % 2 == 0 else ("ours", "reference"):
+        for side in sides[r % len(sides):] + sides[:r % len(sides)]:
             if side == "reference":
                 run = run_reference(ref_train, ref_test, args.seed)
             else:
-                run = run_ours(data, args.seed, args.threads)
+                run = run_ours(data, args.seed, args.threads, OURS[side])
             out[side].append(run)
             print(f"  repeat {r + 1}/{args.repeats} {side:9s} {run.train_s:6.2f} s/epoch  "
                   f"test {run.test_loss:.2f} nats", flush=True)
@@ -272,12 +282,13 @@ def compare(args, data: ImageDataset, ref_train, ref_test) -> dict[str, list]:
     return out
 
 
-def print_table(res: dict[str, list], flops: float, target: float) -> None:
+def print_table(res: dict[str, list], ours: list[str], flops: float, target: float) -> None:
     peak, floor = max(res["peak"]), statistics.median(res["floor"])
-    med = {side: statistics.median(r.train_s for r in res[side]) for side in ("reference", "ours")}
+    sides = ["reference", *ours]
+    med = {side: statistics.median(r.train_s for r in res[side]) for side in sides}
     print(f"\n{'':12s} {'s/epoch':>8s} {'(min..max)':>14s} {'eval s':>7s} {'test -ELBO':>11s} "
           f"{'GFLOP/s':>8s} {'of peak':>8s}")
-    for side in ("reference", "ours"):
+    for side in sides:
         times = [r.train_s for r in res[side]]
         rate = flops / med[side] / 1e9
         print(f"{side:12s} {med[side]:8.2f} {f'({min(times):.2f}..{max(times):.2f})':>14s} "
@@ -285,17 +296,21 @@ def print_table(res: dict[str, list], flops: float, target: float) -> None:
               f"{rate:8.1f} {rate / peak:8.1%}")
     rate = res["floor_flops"][0] / floor / 1e9  # its own FLOPs: no input gradient for the first layer
     print(f"{'matmuls only':12s} {floor:8.2f} {'':>14s} {'':>7s} {'':>11s} {rate:8.1f} {rate / peak:8.1%}")
-    ratios = [o.train_s / r.train_s for o, r in zip(res["ours"], res["reference"])]
+    print("(of peak: against the float32 peak, also for bf16, whose matmuls can beat it)\n")
+    ref_loss = res["reference"][0].test_loss
+    for side in ours:
+        ratios = [o.train_s / r.train_s for o, r in zip(res[side], res["reference"])]
+        ratio = med[side] / med["reference"]
+        loss = res[side][0].test_loss
+        same_loss = abs(loss / ref_loss - 1) <= 0.01
+        verdict = "met" if ratio <= target and same_loss else "NOT met"
+        print(f"{side} ({OURS[side]}) / reference time: {ratio:.3f} (ratio of medians; per repeat "
+              f"{', '.join(f'{x:.3f}' for x in ratios)}); test loss {loss - ref_loss:+.2f} nats "
+              f"({loss / ref_loss - 1:+.2%}, within 1%: {'yes' if same_loss else 'NO'}); "
+              f"target <= {target:.2f} at the same loss: {verdict}")
     floors = [f / r.train_s for f, r in zip(res["floor"], res["reference"])]
-    ratio = med["ours"] / med["reference"]
-    verdict = "met" if ratio <= target else "NOT met"
-    print(f"\nours / reference time: {ratio:.3f} (ratio of medians; per repeat "
-          f"{', '.join(f'{x:.3f}' for x in ratios)}); target <= {target:.2f}: {verdict}")
     print(f"matmuls only / reference: {floor / med['reference']:.3f} (per repeat "
           f"{', '.join(f'{x:.3f}' for x in floors)}): the float32 floor for any loop at this thread count")
-    ref_loss, our_loss = res["reference"][0].test_loss, res["ours"][0].test_loss
-    print(f"test loss, ours vs reference: {our_loss - ref_loss:+.2f} nats ({our_loss / ref_loss - 1:+.2%}; "
-          f"within 1%: {'yes' if abs(our_loss / ref_loss - 1) <= 0.01 else 'NO'})")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -304,8 +319,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--root", type=Path, default=None,
                    help="a torchvision MNIST root to use instead of --data, if MNIST is there")
     p.add_argument("--repeats", type=int, default=3, help="epochs per side; the table shows medians")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads for both sides (0: torch's default); see bench/README.md")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads for every side (0: torch's default, one per core); on a machine "
+                        "busy with other work use 1 (see bench/README.md)")
+    p.add_argument("--precision", choices=["both", "float32", "bfloat16"], default="both",
+                   help="which of our sides to run: the float32 trainer, bfloat16 matmuls, or both "
+                        "(bfloat16 only where the CPU has native bfloat16; see bench/README.md)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--target", type=float, default=0.3, help="the ours/reference time ratio to meet")
     return p.parse_args(argv)
@@ -315,6 +334,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    args.ours = [side for side, prec in OURS.items() if args.precision in ("both", prec)]
+    if "ours bf16" in args.ours and not has_fast_bfloat16("cpu"):
+        print("note: this CPU has no native bfloat16 (AVX512-BF16 or AMX): skipping 'ours bf16'")
+        args.ours.remove("ours bf16")
     data, ref_train, ref_test, note = load_mnist(args.data, args.root)
     print(f"data: {note} ({len(data.train):,} train, {len(data.test):,} test images)")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch {BATCH_SIZE}, "
@@ -325,7 +348,7 @@ def main(argv=None) -> int:
           f"per repeat {', '.join(f'{p:.0f}' for p in res['peak'])})")
     print(f"epoch FLOPs: {flops / 1e9:.1f} GFLOP (3 x forward Linear FLOPs x {len(data.train):,} images); "
           f"GFLOP/s below = that / s per epoch")
-    print_table(res, flops, args.target)
+    print_table(res, args.ours, flops, args.target)
     return 0
 
 

@@ -16,6 +16,19 @@ def test_cli_trains_a_pair_and_prints_a_summary(npz_file, tmp_path, capsys):
     assert load_checkpoint(tmp_path / "m-ae.safetensors").config.variational is False
 
 
+def test_cli_trains_with_bfloat16_matmuls_and_records_it(npz_file, tmp_path, capsys):
+    code = train_main(["--preset", "mnist-2d", "--data", str(npz_file), "--epochs", "1", "--batch-size", "16",
+                       "--models", "vae", "--precision", "bfloat16", "--out", str(tmp_path / "m")])
+    assert code == 0 and "-ELBO" in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "m-vae.safetensors").train["precision"] == "bfloat16"
+
+
+def test_cli_refuses_an_unknown_precision(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["--preset", "mnist-2d", "--precision", "float16"])
+    assert exit_info.value.code == 2 and "invalid choice: 'float16'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args,message", [
     (["--latent-dim", "0"], "latent_dim"),
     (["--lr", "-0.1"], "lr"),
