@@ -34,7 +34,7 @@ def test_values_and_gradients_equal_autograd(variational, hidden, objective):
     ref, ours = _twins(variational=variational, hidden=hidden, beta=2.5)
     x = _images()
     t_ref = ref.loss(x, generator=torch.Generator().manual_seed(7))
-    t_ours = fused.loss(ours, x, generator=torch.Generator().manual_seed(7))
+    t_ours = fused.FusedLoss(ours)(x, generator=torch.Generator().manual_seed(7))
     for name in ("recon", "kl", "total"):
         torch.testing.assert_close(getattr(t_ours, name), getattr(t_ref, name), rtol=1e-5, atol=1e-3)
 
@@ -48,13 +48,36 @@ def test_values_and_gradients_equal_autograd(variational, hidden, objective):
         torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.parametrize("variational", [True, False])
+def test_step_gradients_set_the_gradients_of_the_mean_total_without_a_graph(variational):
+    ref, ours = _twins(variational=variational, hidden=(40, 24), beta=0.5)
+    x = _images()
+    t_ref = ref.loss(x, generator=torch.Generator().manual_seed(7))
+    t_ref.total.mean().backward()
+    for p in ours.parameters():  # stale gradients must be replaced, not added to
+        p.grad = torch.full_like(p, 9.0)
+    t_ours = fused.FusedLoss(ours).step_gradients(x, generator=torch.Generator().manual_seed(7))
+    assert not t_ours.total.requires_grad
+    torch.testing.assert_close(t_ours.total, t_ref.total.detach(), rtol=1e-5, atol=1e-3)
+    for (name, p), g in zip(ref.named_parameters(), _grads(ours)):
+        torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_second_backward_through_the_node_is_refused():
+    _, ours = _twins()
+    terms = fused.FusedLoss(ours)(_images())
+    terms.total.sum().backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backpropagated once"):
+        terms.total.sum().backward()
+
+
 def test_noise_is_drawn_like_the_posterior_sample():
     """Same generator state -> same z: a fused and an unfused run of the trainer draw alike."""
     ref, ours = _twins()
     x = _images()
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     ref.loss(x, generator=g1)
-    fused.loss(ours, x, generator=g2)
+    fused.FusedLoss(ours)(x, generator=g2)
     assert torch.equal(torch.randn(5, generator=g1), torch.randn(5, generator=g2))
 
 
@@ -64,7 +87,7 @@ def test_bfloat16_matmuls_stay_close_and_leave_float32_gradients():
     ref, ours = _twins(hidden=(96,))
     x = _images(64)
     t_ref = ref.loss(x, generator=torch.Generator().manual_seed(7))
-    t_ours = fused.loss(ours, x, generator=torch.Generator().manual_seed(7), matmul_dtype=torch.bfloat16)
+    t_ours = fused.FusedLoss(ours, matmul_dtype=torch.bfloat16)(x, generator=torch.Generator().manual_seed(7))
     assert t_ours.total.dtype == torch.float32
     assert abs(t_ours.total.mean() / t_ref.total.mean() - 1) < 0.005
     t_ref.total.mean().backward()
@@ -82,7 +105,10 @@ def test_bfloat16_matmuls_stay_close_and_leave_float32_gradients():
 def test_supports_only_what_it_implements(overrides):
     assert fused.supports(Autoencoder(ModelConfig(family="mlp", hidden=(16,), latent_dim=2)))
     assert fused.supports(Autoencoder(ModelConfig(family="mlp", hidden=(16,), latent_dim=2, variational=False)))
-    assert not fused.supports(Autoencoder(ModelConfig(**{"hidden": (16,), "latent_dim": 2, **overrides})))
+    other = Autoencoder(ModelConfig(**{"hidden": (16,), "latent_dim": 2, **overrides}))
+    assert not fused.supports(other)
+    with pytest.raises(ValueError, match="does not implement"):
+        fused.FusedLoss(other)
 
 
 def _data(n_train=256, n_test=64) -> ImageDataset:
@@ -105,8 +131,8 @@ def _train(**config) -> tuple[dict, Trainer]:
 def test_trainer_uses_fused_step_and_trains_like_autograd():
     fused_hist, fused_trainer = _train()
     plain_hist, plain_trainer = _train(fused=False)
-    assert all(fn.func is fused.loss for fn in fused_trainer.loss_fns.values())
-    assert all(not hasattr(fn, "func") for fn in plain_trainer.loss_fns.values())
+    assert all(isinstance(fn, fused.FusedLoss) for fn in fused_trainer.loss_fns.values())
+    assert not any(isinstance(fn, fused.FusedLoss) for fn in plain_trainer.loss_fns.values())
     for name in ("ae", "vae"):
         for a, b in zip(fused_hist[name], plain_hist[name]):
             for part in ("train", "test"):

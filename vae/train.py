@@ -11,7 +11,6 @@ import math
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
-from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -146,7 +145,7 @@ class Trainer:
         """model.loss, or the same terms from vae.fused, in the configured precision."""
         lowp = self.config.precision == "bfloat16"
         if self.config.fused and fused.supports(model):
-            return partial(fused.loss, model, matmul_dtype=torch.bfloat16 if lowp else None)
+            return fused.FusedLoss(model, matmul_dtype=torch.bfloat16 if lowp else None)
         if not lowp:
             return model.loss
 
@@ -219,10 +218,14 @@ class Trainer:
         return TrainResult(progress, stopped, checkpoints, self.history, self._clock.elapsed())
 
     def _step(self, name: str, batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        model, opt = self.models[name], self.optimizers[name]
-        terms = self.loss_fns[name](model.preprocess(batch), generator=gen)
-        opt.zero_grad(set_to_none=True)
-        terms.total.mean().backward()
+        model, opt, loss_fn = self.models[name], self.optimizers[name], self.loss_fns[name]
+        x = model.preprocess(batch)
+        if isinstance(loss_fn, fused.FusedLoss):  # sets each .grad itself, no autograd graph
+            terms = loss_fn.step_gradients(x, generator=gen)
+        else:
+            terms = loss_fn(x, generator=gen)
+            opt.zero_grad(set_to_none=True)
+            terms.total.mean().backward()
         opt.step()
         # sums stay on the device: no host sync per step (a .item() would stall a GPU)
         return torch.stack([terms.recon.sum(), terms.kl.sum(), terms.total.sum()]).detach()
