@@ -93,6 +93,28 @@ def test_train_page_trains_shows_progress_stops_and_every_page_shows_the_pair(ap
     assert name in list(at.dataframe[0].value["pair"])
 
 
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_mixed_precision_is_offered_where_bfloat16_is_native(app_env, bands_npz, monkeypatch, native_bf16):
+    from ui import state, train_widgets
+
+    monkeypatch.setattr(train_widgets, "has_fast_bfloat16", lambda device: native_bf16)
+    at = AppTest.from_file("pages/1_Train.py", default_timeout=30).run()
+    at.selectbox(key="train_dataset").select("path").run()
+    at.text_input(key="train_path").input(str(bands_npz)).run()
+    at.selectbox(key="train_preset").select("mnist-2d").run()
+    boxes = [c for c in at.checkbox if c.key == "train_bf16_mnist-2d"]
+    assert len(boxes) == (1 if native_bf16 else 0)
+    if native_bf16:
+        assert boxes[0].value is True  # on by default: faster, same reported figures
+    at.number_input(key="train_epochs_mnist-2d").set_value(1)
+    at.button(key="FormSubmitter:train_form-Start training").click().run()
+    [job] = state.registry().list()
+    assert job.spec.precision == ("bfloat16" if native_bf16 else "float32")
+    assert job.spec.train_config().precision == job.spec.precision
+    rerun_until(at, lambda a: a.success)
+    assert not at.exception
+
+
 def test_repeating_a_running_configuration_shows_the_same_job(app_env, bands_npz):
     at = AppTest.from_file("pages/1_Train.py", default_timeout=30).run()
     train_page(at, str(bands_npz), epochs=200, batch=8)

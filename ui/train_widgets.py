@@ -16,6 +16,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from vae.data import EMBEDDED
+from vae.device import has_fast_bfloat16, pick_device
 from vae.errors import DatasetError
 from vae.jobs import ACTIVE_STATES, JobRegistry, JobSpec, JobView, LatentSnapshot, compatible_presets
 from vae.presets import PRESETS
@@ -126,11 +127,19 @@ def hyperparameter_form(preset_name: str, source: str | None, settings: Settings
                                  key="train_epochs" + k)
         batch_size = c2.number_input("Batch size", 8, 4096, p.batch_size, key="train_batch" + k)
         lr = c3.number_input("Learning rate", 1e-5, 0.1, p.lr, 1e-4, format="%.5f", key="train_lr" + k)
-        c1, c2, _ = st.columns(3)
+        c1, c2, c3 = st.columns(3)
         limit = c1.number_input("Training images (at most)", 64, max_images, max_images, 1000,
                                 key="train_limit" + k, help="A fixed random sample: fewer images, shorter epochs.")
         seed = c2.number_input("Seed", 0, 2**31 - 1, 0, key="train_seed" + k,
                                help="Same settings and seed: the same job. Change the seed to train a fresh copy.")
+        precision = "float32"
+        if has_fast_bfloat16(pick_device()):
+            mixed = c3.checkbox("Mixed precision", value=True, key="train_bf16" + k,
+                                help="Matrix products in bfloat16, which this machine runs natively: up to "
+                                     "about 1.4x faster epochs for the larger presets. Weights and every "
+                                     "reported figure stay float32; the trained model differs slightly from "
+                                     "a float32 run.")
+            precision = "bfloat16" if mixed else "float32"
         if settings.hosted:
             st.caption(f"On this shared server a job has at most {settings.max_epochs} epochs and "
                        f"{max_images:,} training images, and jobs run {settings.max_running_jobs} at a time.")
@@ -138,7 +147,8 @@ def hyperparameter_form(preset_name: str, source: str | None, settings: Settings
     if not submitted or source is None:
         return None
     return dict(dataset=source, preset=preset_name, kinds=kinds, latent_dim=int(latent_dim), beta=float(beta),
-                epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), seed=int(seed), limit_train=int(limit))
+                epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), seed=int(seed), limit_train=int(limit),
+                precision=precision)
 
 
 def start_job(registry: JobRegistry, spec: JobSpec) -> None:
@@ -257,7 +267,8 @@ def jobs_table(registry: JobRegistry) -> None:
 def job_status(registry: JobRegistry, v: JobView) -> None:
     models = " and ".join(MODEL_LABELS[k] for k in v.spec.kinds)
     st.markdown(f"#### {v.name or v.spec.preset}\n{models} · {dataset_name(v.spec)} · latent {v.spec.latent_dim} · "
-                f"β {v.spec.beta:g} · {v.spec.epochs} epochs · batch {v.spec.batch_size} · lr {v.spec.lr:g}")
+                f"β {v.spec.beta:g} · {v.spec.epochs} epochs · batch {v.spec.batch_size} · lr {v.spec.lr:g}"
+                + (" · bfloat16 matmuls" if v.spec.precision == "bfloat16" else ""))
     for note in v.notes:
         st.warning(note)
     if v.active:

@@ -1,6 +1,8 @@
 """Pick the fastest device present: CUDA, then Apple's MPS, then the CPU."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .errors import ConfigError
@@ -23,6 +25,7 @@ def pick_device(requested: str = "auto") -> torch.device:
     return device
 
 
+@functools.lru_cache(maxsize=8)
 def has_fast_bfloat16(device: torch.device | str = "cpu") -> bool:
     """Whether bfloat16 matmuls run natively here (and so about 2x faster than float32).
 

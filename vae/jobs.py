@@ -65,6 +65,7 @@ class JobSpec:
     seed: int = 0
     limit_train: int | None = None  # train on a fixed random sample of at most this many images
     limit_test: int | None = None  # evaluate on at most this many test images
+    precision: str = "float32"  # or "bfloat16": mixed precision (TrainConfig.precision)
 
     def __post_init__(self) -> None:
         dataset = str(self.dataset).strip()
@@ -88,7 +89,7 @@ class JobSpec:
         for name, value in (("dataset", dataset), ("kinds", tuple(k for k in KINDS if k in kinds)),
                             ("latent_dim", latent_dim), ("beta", beta)):
             object.__setattr__(self, name, value)
-        self.train_config()  # TrainConfig validates epochs, batch_size, lr and seed
+        self.train_config()  # TrainConfig validates epochs, batch_size, lr, seed and precision
 
     @classmethod
     def from_preset(cls, preset: str, **overrides) -> "JobSpec":
@@ -104,7 +105,7 @@ class JobSpec:
 
     def train_config(self, num_threads: int = 0) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
-                           num_threads=num_threads)
+                           num_threads=num_threads, precision=self.precision)
 
     def pair_name(self, dataset_name: str | None = None) -> str:
         """`<preset>-<data set>-<short key>`: readable in the model picker, unique per spec.
