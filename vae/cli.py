@@ -9,9 +9,9 @@ from pathlib import Path
 
 from .checkpoint import load_checkpoint
 from .data import load_dataset
+from .device import has_fast_bfloat16, pick_device
 from .errors import run_cli
 from .presets import PRESETS, get_preset
-from .device import has_fast_bfloat16, pick_device
 from .train import PRECISIONS, Callback, TrainConfig, Trainer, make_pair
 
 

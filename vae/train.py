@@ -39,7 +39,7 @@ class TrainConfig:
     eval_batch_size: int = 1000
     num_threads: int = 0  # torch intra-op threads; 0 leaves torch's default
     device: str = "auto"
-    fused: bool = True  # MLP + Bernoulli models: loss and gradient in one node (vae/fused.py)
+    fused: bool = True  # MLP + Bernoulli models: the gradient written out, no autograd (vae/fused.py)
     # "bfloat16": matrix products (and convolutions) on bfloat16 operands, float32 weights,
     # optimizer and loss (mixed precision). About 2x faster matmuls on CPUs with AVX512-BF16
     # or AMX and on recent GPUs, much slower on CPUs without them; evaluation stays float32.
