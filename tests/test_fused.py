@@ -71,6 +71,20 @@ def test_a_second_backward_through_the_node_is_refused():
         terms.total.sum().backward()
 
 
+@pytest.mark.parametrize("batch,shape,latent", [(1, (1, 28, 28), 3), (5, (1, 30, 30), 1), (7, (3, 6, 6), 2)])
+def test_odd_batches_image_sizes_and_latent_sizes(batch, shape, latent):
+    """A last batch of one image, pixel counts not divisible by 16 (the log-product chunks), odd
+    latent sizes (the stacked heads), colour images."""
+    ref, ours = _twins(image_shape=shape, latent_dim=latent, hidden=(12,))
+    x = torch.rand(batch, *shape, generator=torch.Generator().manual_seed(2))
+    t_ref = ref.loss(x, generator=torch.Generator().manual_seed(7))
+    t_ref.total.mean().backward()
+    t_ours = fused.FusedLoss(ours).step_gradients(x, generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(t_ours.total, t_ref.total.detach(), rtol=1e-5, atol=1e-3)
+    for (name, p), g in zip(ref.named_parameters(), _grads(ours)):
+        torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_noise_is_drawn_like_the_posterior_sample():
     """Same generator state -> same z: a fused and an unfused run of the trainer draw alike."""
     ref, ours = _twins()
