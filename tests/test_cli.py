@@ -23,6 +23,13 @@ def test_cli_trains_with_bfloat16_matmuls_and_records_it(npz_file, tmp_path, cap
     assert load_checkpoint(tmp_path / "m-vae.safetensors").train["precision"] == "bfloat16"
 
 
+def test_cli_autograd_flag_trains_without_the_fused_step(npz_file, tmp_path, capsys):
+    code = train_main(["--preset", "mnist-2d", "--data", str(npz_file), "--epochs", "1", "--batch-size", "16",
+                       "--models", "ae", "--autograd", "--out", str(tmp_path / "m")])
+    assert code == 0 and "done after" in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "m-ae.safetensors").train["fused"] is False
+
+
 def test_cli_refuses_an_unknown_precision(capsys):
     with pytest.raises(SystemExit) as exit_info:
         train_main(["--preset", "mnist-2d", "--precision", "float16"])

@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="float32", choices=list(PRECISIONS),
                    help="bfloat16: mixed precision, about 2x faster matmuls on CPUs with AVX512-BF16 or "
                         "AMX and on recent GPUs (much slower elsewhere); weights and evaluation stay float32")
+    p.add_argument("--autograd", action="store_true",
+                   help="train MLP models with a Bernoulli decoder through autograd instead of their "
+                        "hand-written gradient (vae/fused.py): same maths, slower, the shipped MNIST "
+                        "checkpoints' exact arithmetic")
     p.add_argument("--no-fallback", action="store_true", help="fail instead of using the embedded MNIST "
                                                                "digits when a download fails")
     return p
@@ -89,7 +93,7 @@ def _run(args) -> int:
     config = TrainConfig(epochs=_default(args.epochs, preset.epochs), batch_size=_default(args.batch_size, preset.batch_size),
                          lr=args.lr if args.lr is not None else preset.lr, seed=args.seed,
                          checkpoint_every=args.checkpoint_every, num_threads=args.threads, device=args.device,
-                         precision=args.precision)
+                         precision=args.precision, fused=not args.autograd)
     data = load_dataset(args.data or preset.default_dataset, fallback=not args.no_fallback)
     for note in data.notes:
         print(f"note: {note}", file=sys.stderr)
