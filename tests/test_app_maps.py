@@ -171,6 +171,26 @@ def test_second_run_loads_the_projection_from_disk(app_env):
     assert any("loaded from the disk cache" in c.value for c in at.caption)
 
 
+def test_prebuild_fits_the_slow_maps_that_the_pages_then_load(app_env):
+    """`python -m ui.prebuild` (the Space's Dockerfile runs it) writes what the page looks for."""
+    from ui import prebuild
+
+    lines = prebuild.prebuild(["tsne"], n=500)  # t-SNE: the same path as UMAP, without numba's compile
+    assert sorted(line.split()[0] for line in lines) == sorted(PAIRS)
+    assert all("fitted and saved" in line for line in lines), lines
+    assert all("already cached" in line for line in prebuild.prebuild(["tsne"], n=500))
+    st.cache_resource.clear()  # the server starts with the disk cache only
+    at = run_page(PAGES[0], "tiny8d", maps_method="tsne", maps_sample=500)
+    assert any("loaded from the disk cache" in c.value for c in at.caption), [c.value for c in at.caption]
+
+
+def test_prebuild_cli_refuses_nonsense(capsys):
+    from ui import prebuild
+
+    assert prebuild._run(prebuild.build_parser().parse_args(["--n", "0"])) == 2
+    assert "--n must be at least 1" in capsys.readouterr().err
+
+
 # --- ui/maps.py ----------------------------------------------------------------------------
 def test_click_pixels_map_to_data_coordinates_exactly():
     canvas = maps.MapCanvas(xlim=(-3.0, 5.0), ylim=(-1.0, 7.0), size=400)
