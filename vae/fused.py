@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .errors import ConfigError
 from .losses import LossTerms
 from .models import Autoencoder
 
@@ -50,7 +51,7 @@ class FusedLoss:
 
     def __init__(self, model: Autoencoder, matmul_dtype: torch.dtype | None = None):
         if not supports(model):
-            raise ValueError(f"FusedLoss does not implement {model.config.family}/{model.config.likelihood} models")
+            raise ConfigError(f"FusedLoss does not implement {model.config.family}/{model.config.likelihood} models")
         enc = [m for m in model.encoder.modules() if isinstance(m, nn.Linear)]
         dec = [m for m in model.decoder.modules() if isinstance(m, nn.Linear)]
         heads = [model.to_mean] + ([model.to_logvar] if model.variational else [])
