@@ -32,14 +32,3 @@ def npz_file(tmp_path):
     np.savez(path, x_train=rng.integers(0, 256, (40, 28, 28), dtype=np.uint8), y_train=rng.integers(0, 3, 40),
              x_test=rng.integers(0, 256, (10, 28, 28), dtype=np.uint8), y_test=rng.integers(0, 3, 10))
     return path
-
-
-@pytest.fixture(autouse=True)
-def _fresh_streamlit_pages_flag():
-    """Streamlit decides once per process, on a class attribute, whether the app has a pages/
-    folder, from the first script AppTest runs; a page file run first (pages/2_...) makes it
-    False for the rest of the session and app.py's switch_page then finds no pages."""
-    from streamlit.runtime.pages_manager import PagesManager
-
-    PagesManager.uses_pages_directory = None
-    yield
