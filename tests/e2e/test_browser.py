@@ -47,7 +47,9 @@ def assert_no_failure(page) -> None:
 def test_every_page_renders_its_heading_without_an_exception(page, app_url, path, title):
     open_page(page, app_url, path, title)
     assert_no_failure(page)
-    assert page.locator('[data-testid="stSidebar"]').get_by_text("Model pair (AE and VAE)").count() == 1
+    picker = page.locator('[data-testid="stSidebar"]').get_by_text("Model pair (AE and VAE)")
+    picker.first.wait_for(timeout=10_000)  # the sidebar can land a moment after the page looks idle
+    assert picker.count() == 1
 
 
 def test_a_click_on_the_grid_decoders_map_decodes_that_location(page, app_url):
