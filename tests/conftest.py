@@ -32,3 +32,22 @@ def npz_file(tmp_path):
     np.savez(path, x_train=rng.integers(0, 256, (40, 28, 28), dtype=np.uint8), y_train=rng.integers(0, 3, 40),
              x_test=rng.integers(0, 256, (10, 28, 28), dtype=np.uint8), y_test=rng.integers(0, 3, 10))
     return path
+
+
+@pytest.fixture
+def bands_npz(tmp_path):
+    """600 train / 120 test 28x28 images of 3 classes, a bright band whose height is the class:
+    big enough for a few hundred training steps."""
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        y = rng.integers(0, 3, n)
+        x = rng.integers(0, 60, (n, 28, 28), dtype=np.uint8)
+        for c in range(3):
+            x[y == c, 9 * c:9 * c + 9, :] += 150
+        return x, y
+
+    (xtr, ytr), (xte, yte) = split(600), split(120)
+    path = tmp_path / "bands.npz"
+    np.savez(path, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+    return path

@@ -51,26 +51,25 @@ def judged_dir(pair_dir, tmp_path_factory):
     return folder
 
 
+def _app_with(checkpoints, state, monkeypatch):
+    """The app's settings pointed at these folders, with fresh process-wide caches before and after."""
+    monkeypatch.setenv("LATENT_EXPLORER_CHECKPOINTS", str(checkpoints))
+    monkeypatch.setenv("LATENT_EXPLORER_STATE", str(state))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield state
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
 @pytest.fixture
 def judged_env(judged_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("LATENT_EXPLORER_CHECKPOINTS", str(judged_dir))
-    monkeypatch.setenv("LATENT_EXPLORER_STATE", str(tmp_path / "state"))
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield
-    st.cache_resource.clear()
-    st.cache_data.clear()
+    yield from _app_with(judged_dir, tmp_path / "state", monkeypatch)
 
 
 @pytest.fixture
 def app_env(pair_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("LATENT_EXPLORER_CHECKPOINTS", str(pair_dir))
-    monkeypatch.setenv("LATENT_EXPLORER_STATE", str(tmp_path / "state"))
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield tmp_path / "state"
-    st.cache_resource.clear()
-    st.cache_data.clear()
+    yield from _app_with(pair_dir, tmp_path / "state", monkeypatch)
 
 
 def run_page(page: str, pair: str, **state) -> AppTest:
@@ -343,13 +342,7 @@ def colour_pair_env(tmp_path, monkeypatch):
         raise DatasetError("cifar10 could not be downloaded (no network)")
 
     monkeypatch.setattr(catalog, "data_for", no_data)
-    monkeypatch.setenv("LATENT_EXPLORER_CHECKPOINTS", str(folder))
-    monkeypatch.setenv("LATENT_EXPLORER_STATE", str(tmp_path / "state"))
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield
-    st.cache_resource.clear()
-    st.cache_data.clear()
+    yield from _app_with(folder, tmp_path / "state", monkeypatch)
 
 
 @pytest.mark.parametrize("page", PAGES[:2])

@@ -26,23 +26,6 @@ def app_env(tmp_path, monkeypatch):
     st.cache_data.clear()
 
 
-@pytest.fixture
-def bands_npz(tmp_path):
-    rng = np.random.default_rng(0)
-
-    def split(n):
-        y = rng.integers(0, 3, n)
-        x = rng.integers(0, 60, (n, 28, 28), dtype=np.uint8)
-        for c in range(3):
-            x[y == c, 9 * c:9 * c + 9, :] += 150
-        return x, y
-
-    (xtr, ytr), (xte, yte) = split(600), split(100)
-    path = tmp_path / "bands.npz"
-    np.savez(path, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
-    return path
-
-
 def train_page(at: AppTest, source: str, *, preset="mnist-mlp", epochs=2, batch=64, latent=4) -> AppTest:
     """Fill the Train page's form for a local data file and press Start."""
     at.selectbox(key="train_dataset").select("path").run()

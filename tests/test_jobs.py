@@ -11,24 +11,6 @@ from vae.jobs import JobRegistry, JobSpec, compatible_presets, guess_image_shape
 from vae.projections import procrustes_align
 
 
-@pytest.fixture
-def digits_npz(tmp_path):
-    """600 train / 120 test 28x28 images of 3 classes: big enough for a few hundred steps."""
-    rng = np.random.default_rng(0)
-
-    def split(n):
-        y = rng.integers(0, 3, n)
-        x = rng.integers(0, 60, (n, 28, 28), dtype=np.uint8)
-        for c in range(3):
-            x[y == c, 9 * c:9 * c + 9, :] += 150  # a bright band whose height is the class
-        return x, y
-
-    (xtr, ytr), (xte, yte) = split(600), split(120)
-    path = tmp_path / "bands.npz"
-    np.savez(path, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
-    return path
-
-
 def tiny_spec(path, **kw):
     base = dict(dataset=str(path), preset="mnist-mlp", latent_dim=4, epochs=2, batch_size=64, lr=3e-3)
     return JobSpec(**{**base, **kw})
@@ -62,12 +44,12 @@ def train_threads():
     return [t for t in threading.enumerate() if t.name.startswith("train-")]
 
 
-def test_spec_fills_preset_defaults_and_hashes_stably(digits_npz):
-    a = JobSpec(dataset=str(digits_npz), preset="mnist-mlp")
-    b = JobSpec(dataset=str(digits_npz), preset="mnist-mlp", latent_dim=16, beta=1.0, kinds=("vae", "ae"))
+def test_spec_fills_preset_defaults_and_hashes_stably(bands_npz):
+    a = JobSpec(dataset=str(bands_npz), preset="mnist-mlp")
+    b = JobSpec(dataset=str(bands_npz), preset="mnist-mlp", latent_dim=16, beta=1.0, kinds=("vae", "ae"))
     assert a == b and a.key() == b.key() and a.kinds == ("ae", "vae")
     assert JobSpec(dataset="MNIST").dataset == "mnist"
-    assert a.key() != JobSpec(dataset=str(digits_npz), preset="mnist-mlp", seed=1).key()
+    assert a.key() != JobSpec(dataset=str(bands_npz), preset="mnist-mlp", seed=1).key()
     assert a.pair_name("bands") == f"mnist-mlp-bands-{a.key()[:6]}"
     assert JobSpec.from_preset("cifar-conv").dataset == "cifar10"
 
@@ -81,20 +63,20 @@ def test_spec_refuses_nonsense(kwargs, name):
         JobSpec(**kwargs)
 
 
-def test_image_shapes_and_compatible_presets(digits_npz):
-    assert guess_image_shape(str(digits_npz)) == (1, 28, 28)
+def test_image_shapes_and_compatible_presets(bands_npz):
+    assert guess_image_shape(str(bands_npz)) == (1, 28, 28)
     assert guess_image_shape("cifar10") == (3, 32, 32) and guess_image_shape("/no/such.npz") is None
     assert "cifar-conv" not in compatible_presets((1, 28, 28))  # 28 is not divisible by 8
     assert compatible_presets((3, 32, 32))[:2] == ["tutorial-cifar-resnet18", "cifar-conv"]  # made for it first
 
 
-def test_repeated_submits_of_one_spec_share_one_job_and_thread(tmp_path, digits_npz):
+def test_repeated_submits_of_one_spec_share_one_job_and_thread(tmp_path, bands_npz):
     gate = threading.Event()
     reg = JobRegistry(tmp_path / "trained", max_running=2, train_threads=1, load_data=gated_loader(gate))
     try:
-        spec = tiny_spec(digits_npz, epochs=1)
+        spec = tiny_spec(bands_npz, epochs=1)
         job, created = reg.submit(spec)
-        again = [reg.submit(tiny_spec(digits_npz, epochs=1)) for _ in range(3)]
+        again = [reg.submit(tiny_spec(bands_npz, epochs=1)) for _ in range(3)]
         assert created and all(j is job and not c for j, c in again)
         assert [t.name for t in train_threads()] == [f"train-{job.id}"] and reg.list() == [job]
         gate.set()
@@ -105,12 +87,12 @@ def test_repeated_submits_of_one_spec_share_one_job_and_thread(tmp_path, digits_
         reg.shutdown()
 
 
-def test_second_job_waits_for_a_free_slot_then_runs(tmp_path, digits_npz):
+def test_second_job_waits_for_a_free_slot_then_runs(tmp_path, bands_npz):
     gate = threading.Event()
     reg = JobRegistry(tmp_path / "trained", max_running=1, train_threads=1, load_data=gated_loader(gate))
     try:
-        first, _ = reg.submit(tiny_spec(digits_npz, epochs=1))
-        second, _ = reg.submit(tiny_spec(digits_npz, epochs=1, seed=1))
+        first, _ = reg.submit(tiny_spec(bands_npz, epochs=1))
+        second, _ = reg.submit(tiny_spec(bands_npz, epochs=1, seed=1))
         assert (first.state, second.state) == ("running", "queued")
         assert reg.queue_position(second.id) == 1 and second.view().progress is None
         gate.set()
@@ -122,17 +104,17 @@ def test_second_job_waits_for_a_free_slot_then_runs(tmp_path, digits_npz):
         reg.shutdown()
 
 
-def test_a_full_queue_refuses_and_a_stopped_queued_job_never_starts(tmp_path, digits_npz):
+def test_a_full_queue_refuses_and_a_stopped_queued_job_never_starts(tmp_path, bands_npz):
     gate = threading.Event()
     reg = JobRegistry(tmp_path / "trained", max_running=1, max_queued=1, train_threads=1, load_data=gated_loader(gate))
     try:
-        first, _ = reg.submit(tiny_spec(digits_npz, seed=1))
-        second, _ = reg.submit(tiny_spec(digits_npz, seed=2))
+        first, _ = reg.submit(tiny_spec(bands_npz, seed=1))
+        second, _ = reg.submit(tiny_spec(bands_npz, seed=2))
         with pytest.raises(ConfigError, match="queue is full"):
-            reg.submit(tiny_spec(digits_npz, seed=3))
+            reg.submit(tiny_spec(bands_npz, seed=3))
         second.stop()
         assert second.state == "stopped" and second.thread is None
-        third, created = reg.submit(tiny_spec(digits_npz, seed=3))  # the stopped one freed the place
+        third, created = reg.submit(tiny_spec(bands_npz, seed=3))  # the stopped one freed the place
         assert created and third.state == "queued"
         first.stop()
         gate.set()
@@ -143,17 +125,17 @@ def test_a_full_queue_refuses_and_a_stopped_queued_job_never_starts(tmp_path, di
         reg.shutdown()
 
 
-def test_hosted_limits_refuse_larger_specs(tmp_path, digits_npz):
+def test_hosted_limits_refuse_larger_specs(tmp_path, bands_npz):
     reg = JobRegistry(tmp_path / "trained", max_epochs=5, max_train_images=500)
     with pytest.raises(ConfigError, match="epochs=6"):
-        reg.submit(tiny_spec(digits_npz, epochs=6, limit_train=100))
+        reg.submit(tiny_spec(bands_npz, epochs=6, limit_train=100))
     with pytest.raises(ConfigError, match="limit_train=None"):
-        reg.submit(tiny_spec(digits_npz))
+        reg.submit(tiny_spec(bands_npz))
     assert reg.list() == []
 
 
-def test_stop_ends_within_a_second_and_keeps_the_checkpoint(registry, digits_npz):
-    job, _ = registry.submit(tiny_spec(digits_npz, epochs=200, batch_size=8))
+def test_stop_ends_within_a_second_and_keeps_the_checkpoint(registry, bands_npz):
+    job, _ = registry.submit(tiny_spec(bands_npz, epochs=200, batch_size=8))
     assert wait_for(lambda: (p := job.view().progress) is not None and p.step > 5)
     t0 = time.perf_counter()
     job.stop()
@@ -166,7 +148,7 @@ def test_stop_ends_within_a_second_and_keeps_the_checkpoint(registry, digits_npz
     assert view.name.startswith("mnist-mlp-bands-")
 
 
-def test_an_exception_in_the_thread_fails_the_job_not_the_registry(tmp_path, registry, digits_npz, monkeypatch):
+def test_an_exception_in_the_thread_fails_the_job_not_the_registry(tmp_path, registry, bands_npz, monkeypatch):
     missing, _ = registry.submit(tiny_spec(tmp_path / "missing.npz"))
     assert missing.join(10)
     assert missing.state == "failed" and missing.view().error.startswith("DatasetError: ") and "no such file" in missing.view().error
@@ -175,7 +157,7 @@ def test_an_exception_in_the_thread_fails_the_job_not_the_registry(tmp_path, reg
         raise RuntimeError("the trainer exploded")
 
     monkeypatch.setattr("vae.jobs.Trainer.fit", boom)
-    spec = tiny_spec(digits_npz)
+    spec = tiny_spec(bands_npz)
     broken, _ = registry.submit(spec)
     assert broken.join(10) and broken.view().error == "RuntimeError: the trainer exploded"
     monkeypatch.undo()
@@ -184,8 +166,8 @@ def test_an_exception_in_the_thread_fails_the_job_not_the_registry(tmp_path, reg
     assert {j.state for j in registry.list()} == {"failed", "done"} and len(registry.list()) == 3
 
 
-def test_a_snapshot_per_epoch_with_stable_shapes_and_orientation(registry, digits_npz):
-    job, _ = registry.submit(tiny_spec(digits_npz, epochs=3, limit_test=100))
+def test_a_snapshot_per_epoch_with_stable_shapes_and_orientation(registry, bands_npz):
+    job, _ = registry.submit(tiny_spec(bands_npz, epochs=3, limit_test=100))
     assert job.join(30) and job.state == "done"
     view = job.view()
     assert [s.epoch for s in view.snapshots] == [0, 1, 2, 3]  # 0: the untrained models
@@ -208,17 +190,17 @@ def test_a_snapshot_per_epoch_with_stable_shapes_and_orientation(registry, digit
     assert view.classes == ("0", "1", "2") and view.fraction == 1.0
 
 
-def test_a_two_dimensional_latent_is_mapped_as_it_is(registry, digits_npz):
-    job, _ = registry.submit(tiny_spec(digits_npz, preset="mnist-2d", latent_dim=None, epochs=1, kinds=("vae",)))
+def test_a_two_dimensional_latent_is_mapped_as_it_is(registry, bands_npz):
+    job, _ = registry.submit(tiny_spec(bands_npz, preset="mnist-2d", latent_dim=None, epochs=1, kinds=("vae",)))
     assert job.join(30) and job.state == "done"
     snap = job.view().snapshots[-1]
     assert snap.method == "identity" and list(snap.points) == ["vae"]
     assert set(job.view().checkpoints) == {"vae"}
 
 
-def test_a_fallback_that_does_not_fit_the_preset_fails_with_the_reason(tmp_path, digits_npz):
+def test_a_fallback_that_does_not_fit_the_preset_fails_with_the_reason(tmp_path, bands_npz):
     def offline_cifar(spec):  # what load_dataset returns for cifar10 without a network
-        data = load_dataset(str(digits_npz))
+        data = load_dataset(str(bands_npz))
         data.notes.append("Could not download cifar10 (no network). Using the embedded MNIST digits instead.")
         return data
 
@@ -230,14 +212,14 @@ def test_a_fallback_that_does_not_fit_the_preset_fails_with_the_reason(tmp_path,
     assert "no network" in view.notes[0]
 
 
-def test_built_in_data_is_loaded_once_per_registry_and_threads_are_restored(tmp_path, digits_npz, monkeypatch):
+def test_built_in_data_is_loaded_once_per_registry_and_threads_are_restored(tmp_path, bands_npz, monkeypatch):
     import torch
 
     calls = []
 
     def fake_load(source, fallback=True):
         calls.append(source)
-        return load_dataset(str(digits_npz))
+        return load_dataset(str(bands_npz))
 
     monkeypatch.setattr("vae.jobs.load_dataset", fake_load)
     before = torch.get_num_threads()
