@@ -1,7 +1,6 @@
 import threading
 import time
 
-import numpy as np
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
