@@ -1,4 +1,4 @@
-"""The 2-D maps of the Latent map, Grid decoder and Draw pages: cached projections, plotly
+"""The 2-D maps of the Latent map, Grid decoder and Draw pages: cached maps (`vae.maps`), plotly
 figures, and the clickable map image of the grid decoder.
 
 One `LatentMap` holds a fixed sample of test images encoded by both models, each model's
@@ -15,11 +15,8 @@ each grid cell by how unsure the reference classifier is about the cell's decode
 """
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -27,17 +24,16 @@ from typing import Callable
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
-import torch
 from PIL import Image, ImageDraw, ImageFont
 from plotly.colors import qualitative
-from scipy.stats import norm
 
 from vae.data import ImageSplit
 from vae.errors import ConfigError, LatentExplorerError
-from vae.latent import Codes, decode_points, encode_split, gaussian_grid_2d, grid_points_2d, image_grid, padded_limits
+from vae.latent import image_grid
+from vae.maps import (UMAP_INVERSE_GRID, GridSpec, LatentMap, build_latent_map, data_id, decode_map_points,
+                      largest_gap, map_csv, map_key, projection_key, recognised_share, sample_indices, zoomed_limits)
 from vae.models import Autoencoder
-from vae.projections import (Projection, ProjectionCache, ProjectionError, SimilarityTransform, available_methods,
-                             file_sha256, make_projection, procrustes_align)
+from vae.projections import ProjectionCache, available_methods, file_sha256
 
 from .style import MODEL_LABELS
 from . import state
@@ -47,7 +43,6 @@ CLASS_COLORS = qualitative.T10  # the Train page's palette: a class keeps its co
 METHOD_NAMES = {"identity": "Latent axes (the 2-D code itself)", "pca": "PCA (linear, exact inverse)",
                 "umap": "UMAP (non-linear, slow first time)", "tsne": "t-SNE (non-linear, slow first time)"}
 SLOW_METHODS = ("umap", "tsne")
-UMAP_INVERSE_GRID = 24  # umap's own inverse is run once on this many nodes per side
 SAMPLE_SIZES = (500, 1000, 2000, 5000)
 DEFAULT_SAMPLE = 2000
 
@@ -62,198 +57,27 @@ def model_id(path: str, mtime_ns: int) -> str:
     return file_sha256(path)
 
 
-def data_id(name: str, split: ImageSplit) -> str:
-    """Name, size and a fingerprint of the first images: a fallback data set never shares a key."""
-    head = split.images[:64].numpy().tobytes() + split.labels[:64].numpy().tobytes()
-    return f"{name}/test/{len(split)}/{hashlib.sha1(head).hexdigest()[:12]}"
 
 
-def sample_indices(n_total: int, n: int, seed: int = 0) -> np.ndarray:
-    """A fixed random sample of test-split indices, sorted (all of them if n >= n_total)."""
-    if n >= n_total:
-        return np.arange(n_total, dtype=np.int64)
-    idx = torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))[:n].numpy()
-    return np.sort(idx).astype(np.int64)
 
 
 # --- the map -------------------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
-class LatentMap:
-    """Both models' codes of one image sample and their 2-D maps in one shared frame.
-
-    The frame is the reference model's (the VAE's when there is one) own projection; the other
-    model's map is rotated, scaled and shifted onto it. `to_latent` / `to_map` convert between a
-    frame point and a model's code, whatever the projection.
-    """
-
-    key: str  # identifies everything the map depends on
-    method: str
-    label: str  # the projection's own label, e.g. "UMAP (approximate inverse)"
-    inverse_is_exact: bool
-    latent_dim: int
-    indices: np.ndarray  # test-split index of each point [N]
-    labels: np.ndarray  # [N]
-    classes: tuple
-    codes: dict  # kind -> latent.Codes
-    points: dict  # kind -> [N, 2] in the shared frame
-    projections: dict  # kind -> fitted Projection
-    alignments: dict  # kind -> SimilarityTransform onto the reference frame, or None for the reference
-    xlim: tuple
-    ylim: tuple
-    reference: str
-    from_disk: bool = False  # every projection came from the disk cache
-    seconds: float = 0.0  # time to build (encode + fit or load)
-
-    @property
-    def kinds(self) -> list[str]:
-        return [k for k in ("ae", "vae") if k in self.points]
-
-    def to_latent(self, kind: str, map_points) -> np.ndarray:
-        """Shared-frame points [M, 2] -> the model's codes [M, d] (the projection's inverse)."""
-        p = np.atleast_2d(np.asarray(map_points, dtype=np.float32))
-        align = self.alignments[kind]
-        own = align.invert(p) if align is not None else p
-        return np.asarray(self.projections[kind].inverse_transform(own), dtype=np.float32)
-
-    def to_map(self, kind: str, codes) -> np.ndarray:
-        """The model's codes [M, d] -> shared-frame points [M, 2] (approximate for UMAP / t-SNE)."""
-        own = self.projections[kind].transform(np.atleast_2d(np.asarray(codes, dtype=np.float32)))
-        align = self.alignments[kind]
-        return align.apply(own) if align is not None else np.asarray(own, dtype=np.float32)
-
-    def prior_center(self) -> np.ndarray | None:
-        """Where z = 0 sits on the VAE's map, when the prior N(0, I) shows there as circles:
-        identity (the map is z) or PCA (orthonormal axes: the prior's shadow on the plane is
-        N(centre, I_2)). None for non-linear maps or without a VAE."""
-        return _prior_center(self.method, self.reference, self.projections[self.reference], self.latent_dim)
-
-    @property
-    def transform_is_exact(self) -> bool:
-        """Are new codes (a drawing) placed exactly? Only linear projections place them so."""
-        return self.method in ("identity", "pca")
-
-    def inverse_note(self) -> str:
-        """One sentence a student can read: how a map location becomes a code."""
-        if self.method == "identity":
-            return ("The map is the 2-D latent space itself: each location is decoded exactly "
-                    "(the AE's plane is rotated and scaled onto the VAE's; the inverse undoes that exactly).")
-        if self.method == "pca":
-            return (f"PCA inverse (exact in the plane): a location becomes the mean code plus x·PC1 + y·PC2; the "
-                    f"other {self.latent_dim - 2} directions of the {self.latent_dim}-D code stay at the data's average.")
-        if self.method == "umap":
-            if any(getattr(p, "inverse", "") == "nearest-code" for p in self.projections.values()):
-                return ("UMAP's inverse failed for this data, so a location is decoded from the code of the nearest "
-                        "data point: only real codes are decoded and holes cannot show. Use PCA to see holes.")
-            return (f"UMAP inverse, approximate: umap-learn's inverse_transform was run once on a "
-                    f"{UMAP_INVERSE_GRID}×{UMAP_INVERSE_GRID} grid over the data; a location gets the code of its "
-                    f"nearest grid node (locations beyond the data are clipped to the grid's edge).")
-        return ("t-SNE has no inverse: a location is decoded from the code of the nearest data point, so only real "
-                "codes are decoded and holes cannot show. Use PCA (or a 2-D pair) to see holes.")
-
-    def axis_titles(self, kind: str) -> tuple[str, str]:
-        names = {"identity": ("z1", "z2"), "pca": ("PC 1", "PC 2"), "umap": ("UMAP 1", "UMAP 2"),
-                 "tsne": ("t-SNE 1", "t-SNE 2")}[self.method]
-        if self.alignments.get(kind) is not None:
-            return f"{names[0]} (aligned)", f"{names[1]} (aligned)"
-        return names
 
 
-def build_latent_map(models: dict[str, Autoencoder], split: ImageSplit, classes, method: str, n: int,
-                     seed: int = 0, *, model_ids: dict[str, str], data_key: str,
-                     cache: ProjectionCache | None = None) -> LatentMap:
-    """Encode a fixed sample with each model, fit (or load) each model's projection, align
-    the maps. No streamlit here: the pages' cached wrapper and the benchmark both call it."""
-    t0 = time.perf_counter()
-    idx = sample_indices(len(split), n, seed)
-    sample = ImageSplit(split.images[idx], split.labels[idx])
-    codes = {kind: encode_split(m, sample) for kind, m in models.items()}
-    projections, hits = {}, []
-    for kind, c in codes.items():
-        key_parts = projection_key(model_ids[kind], data_key, len(idx), method, seed)
-        fit = _fitter(method, c, seed)
-        if cache is None:
-            projections[kind] = fit()
-            hits.append(False)
-        else:
-            projections[kind] = cache.get_or_compute(key_parts, fit)
-            hits.append(cache.last_was_hit)
-    reference = "vae" if "vae" in projections else next(iter(projections))
-    target = projections[reference].embedding_
-    points, alignments = {}, {}
-    for kind, proj in projections.items():
-        if kind == reference:
-            points[kind], alignments[kind] = np.asarray(target, np.float32), None
-        else:
-            points[kind], alignments[kind] = align_same_size(proj.embedding_, target)
-    ref = projections[reference]
-    xlim, ylim = map_limits(list(points.values()), prior_center=_prior_center(method, reference, ref,
-                                                                                  codes[reference].latent_dim))
-    return LatentMap(
-        key=map_key(model_ids, data_key, len(idx), method, seed), method=method, label=ref.label,
-        inverse_is_exact=ref.inverse_is_exact, latent_dim=codes[reference].latent_dim, indices=idx,
-        labels=sample.labels.numpy(), classes=tuple(classes), codes=codes, points=points, projections=projections,
-        alignments=alignments, xlim=xlim, ylim=ylim, reference=reference, from_disk=all(hits),
-        seconds=time.perf_counter() - t0)
 
 
-def align_same_size(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, SimilarityTransform]:
-    """procrustes_align's rotation (or reflection) and shift, with the scale that gives both
-    clouds the same spread. The least-squares scale shrinks a map in proportion to how badly
-    it matches (two models' maps match only roughly), which would make the AE's cloud look
-    small and tidy; equal spread keeps the two maps' sizes comparable."""
-    _, fit = procrustes_align(source, target)
-    spread = lambda p: float(np.sqrt(((p - p.mean(axis=0)) ** 2).sum(axis=1).mean()))  # noqa: E731
-    transform = SimilarityTransform(fit.rotation, spread(target) / spread(source), fit.source_mean, fit.target_mean)
-    return transform.apply(source), transform
 
 
-def projection_key(model: str, data_key: str, n: int, method: str, seed: int) -> dict:
-    parts = {"model": model, "data": data_key, "n": int(n), "method": method, "seed": int(seed)}
-    if method == "umap":
-        parts["grid"] = UMAP_INVERSE_GRID
-    return parts
 
 
-def map_key(model_ids: dict, data_key: str, n: int, method: str, seed: int) -> str:
-    parts = {"models": dict(sorted(model_ids.items())), "data": data_key, "n": int(n), "method": method,
-             "seed": int(seed)}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _fitter(method: str, codes: Codes, seed: int) -> Callable[[], Projection]:
-    def fit() -> Projection:
-        proj = make_projection(method, codes.latent_dim, seed=seed).fit(codes)
-        if method == "umap":
-            try:
-                proj.precompute_inverse_grid(*padded_limits(proj.embedding_, 0.15), n=UMAP_INVERSE_GRID)
-            except ProjectionError:
-                proj.inverse = "nearest-code"  # saved with the projection; inverse_note says so
-        return proj
-    return fit
 
 
-def map_limits(point_sets: list[np.ndarray], prior_center=None, prior_radius: float = 3.0,
-               quantile: float = 0.005, margin: float = 0.08) -> tuple[tuple, tuple]:
-    """One square view for every map: the middle 99% of the points (a few far-flung codes
-    would otherwise shrink the cloud to a dot), plus the prior's 3-sigma circle when it shows."""
-    pts = np.concatenate(point_sets).astype(np.float64)
-    box = [np.quantile(pts, quantile, axis=0), np.quantile(pts, 1 - quantile, axis=0)]
-    if prior_center is not None:
-        box += [np.asarray(prior_center) - prior_radius, np.asarray(prior_center) + prior_radius]
-    return square_limits(*padded_limits(np.stack(box), margin))
 
 
-def _prior_center(method: str, reference: str, projection: Projection, latent_dim: int) -> np.ndarray | None:
-    if reference != "vae" or method not in ("identity", "pca"):
-        return None
-    return np.asarray(projection.transform(np.zeros((1, latent_dim), np.float32)))[0]
 
 
-def square_limits(xlim, ylim) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Widen the shorter range so one map unit is as long on both axes (circles stay round)."""
-    half = max(xlim[1] - xlim[0], ylim[1] - ylim[0]) / 2
-    cx, cy = (xlim[0] + xlim[1]) / 2, (ylim[0] + ylim[1]) / 2
-    return (cx - half, cx + half), (cy - half, cy + half)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -616,45 +440,10 @@ def clickable_map(image: np.ndarray, key: str, photo: bool = False) -> dict | No
 CellScorer = Callable[[np.ndarray], np.ndarray]
 
 
-@dataclass(frozen=True)
-class GridSpec:
-    """n x n map locations to decode, in the shared frame.
-
-    uniform: cell centres of an n x n tiling of xlim x ylim (the tiles cover the view exactly);
-    gaussian: the VAE prior's N(0, 1) quantiles at (i + 0.5) / n per axis, one cell of equal
-    prior mass per node (a 2-D VAE on its own latent axes only)."""
-
-    n: int
-    xlim: tuple
-    ylim: tuple
-    gaussian: bool = False
-
-    def points(self) -> np.ndarray:
-        if self.gaussian:
-            return gaussian_grid_2d(self.n, eps=0.5 / self.n)
-        dx, dy = (self.xlim[1] - self.xlim[0]) / (2 * self.n), (self.ylim[1] - self.ylim[0]) / (2 * self.n)
-        return grid_points_2d((self.xlim[0] + dx, self.xlim[1] - dx), (self.ylim[0] + dy, self.ylim[1] - dy), self.n)
-
-    def cell_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """(x edges, y edges), each [n+1] ascending, of the cells around the points: the view's
-        uniform tiling, or the prior's quantiles i/n (the outer edges at +-inf: each cell holds
-        1/n^2 of N(0, I), its node at the cell's median)."""
-        if self.gaussian:
-            edges = norm.ppf(np.linspace(0, 1, self.n + 1))
-            return edges, edges.copy()
-        return np.linspace(*self.xlim, self.n + 1), np.linspace(*self.ylim, self.n + 1)
 
 
-def zoomed_limits(lmap: LatentMap, zoom: float, center=None) -> tuple[tuple, tuple]:
-    """The map's limits scaled by `zoom` around `center` (default: the map's centre)."""
-    cx, cy = center if center is not None else ((lmap.xlim[0] + lmap.xlim[1]) / 2, (lmap.ylim[0] + lmap.ylim[1]) / 2)
-    half = (lmap.xlim[1] - lmap.xlim[0]) / 2 * zoom
-    return (cx - half, cx + half), (cy - half, cy + half)
 
 
-def decode_map_points(lmap: LatentMap, kind: str, model: Autoencoder, points) -> np.ndarray:
-    """Frame points -> the kind's decoded images [M, H, W, C] in [0, 1]: inverse, then decode."""
-    return decode_points(model, lmap.to_latent(kind, points))
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
@@ -711,9 +500,6 @@ def hole_shade(confidence, threshold: float = CONFIDENT) -> np.ndarray:
     return np.where(c >= threshold, 1.0, 0.6 * np.clip(c / threshold, 0, 1))
 
 
-def recognised_share(confidence, threshold: float = CONFIDENT) -> float:
-    """The share of cells the classifier names with at least `threshold` confidence."""
-    return float((np.asarray(confidence) >= threshold).mean())
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -796,30 +582,8 @@ def show_prior_samples(models: dict, n: int = 16, seed: int = 0) -> None:
 
 
 # --- page helpers ---------------------------------------------------------------------------
-def map_csv(lmap: LatentMap) -> bytes:
-    """The map's coordinates, one row per test image: index, class, then x, y per model."""
-    cols = {"test_index": lmap.indices, "class": [lmap.classes[c] if c < len(lmap.classes) else str(c)
-                                                  for c in lmap.labels]}
-    for kind in lmap.kinds:
-        cols[f"{kind}_x"], cols[f"{kind}_y"] = lmap.points[kind][:, 0], lmap.points[kind][:, 1]
-    lines = [",".join(cols)]
-    for i in range(len(lmap.indices)):
-        lines.append(",".join(f"{v[i]:.6g}" if isinstance(v[i], (float, np.floating)) else str(v[i])
-                              for v in cols.values()))
-    return ("\n".join(lines) + "\n").encode()
 
 
-def largest_gap(points: np.ndarray, xlim=None, ylim=None, n: int = 48, quantile: float = 0.02) -> tuple[float, float]:
-    """The location among the points that lies farthest from every one of them: the biggest
-    hole of a map. Searched on an n x n grid over the middle of the points (quantile to
-    1 - quantile per axis, so stray codes do not count as "among"), within xlim x ylim if given."""
-    p = np.asarray(points, dtype=np.float64)
-    lo, hi = np.quantile(p, quantile, axis=0), np.quantile(p, 1 - quantile, axis=0)
-    if xlim is not None and ylim is not None:
-        lo, hi = np.maximum(lo, [xlim[0], ylim[0]]), np.minimum(hi, [xlim[1], ylim[1]])
-    grid = grid_points_2d((lo[0], hi[0]), (lo[1], hi[1]), n).astype(np.float64)
-    d2 = (grid ** 2).sum(1)[:, None] - 2 * grid @ p.T + (p ** 2).sum(1)[None, :]
-    return tuple(float(v) for v in grid[int(np.argmax(d2.min(axis=1)))])
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
@@ -830,6 +594,7 @@ def decoded_grid_png(map_key: str, kind: str, n: int, xlim: tuple, ylim: tuple, 
 
 
 __all__ = [
+    "UMAP_INVERSE_GRID", "zoomed_limits", "data_id", "map_key", "projection_key",
     "CONFIDENT", "CellScorer", "GridSpec", "LatentMap", "MapCanvas", "build_latent_map", "click_to_data",
     "clickable_map", "decoded_grid_png", "grid_confidence", "hole_legend", "hole_shade", "largest_gap", "map_csv",
     "recognised_share", "tint_tiles",

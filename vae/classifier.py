@@ -34,17 +34,31 @@ FORMAT = "latent-explorer-classifier/1"
 _META_KEY = "latent_explorer"
 
 
+ARCHS = ("cnn", "mlp")
+
+
 @dataclass
 class ClassifierConfig:
-    """Stages of two 3x3 conv + BatchNorm + ReLU layers, each followed by a 2x2 max-pool."""
+    """`cnn`: stages of two 3x3 conv + BatchNorm + ReLU layers, each followed by a 2x2 max-pool.
+    `mlp`: fully connected ReLU layers of widths `hidden` on the raw pixels — a second judge of
+    another family, which sees no translation invariance and shares none of the CNN's biases."""
 
     image_shape: tuple[int, int, int] = (1, 28, 28)
     num_classes: int = 10
     channels: tuple[int, ...] = (16, 32, 64)
+    arch: str = "cnn"
+    hidden: tuple[int, ...] = (512, 256)
 
     def __post_init__(self) -> None:
         self.image_shape = tuple(int(v) for v in self.image_shape)
         self.channels = tuple(int(v) for v in self.channels)
+        self.hidden = tuple(int(v) for v in self.hidden)
+        if self.arch not in ARCHS:
+            raise ConfigError(f"arch={self.arch!r} is invalid: expected one of {', '.join(ARCHS)}")
+        if self.arch == "mlp":
+            if not self.hidden or min(self.hidden) < 1:
+                raise ConfigError(f"hidden={self.hidden!r} is invalid: expected positive widths")
+            return
         if len(self.image_shape) != 3 or min(self.image_shape) < 1:
             raise ConfigError(f"image_shape={self.image_shape!r} is invalid: expected (channels, height, width)")
         if not isinstance(self.num_classes, int) or self.num_classes < 2:
@@ -56,7 +70,7 @@ class ClassifierConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["image_shape"], d["channels"] = list(self.image_shape), list(self.channels)
+        d["image_shape"], d["channels"], d["hidden"] = list(self.image_shape), list(self.channels), list(self.hidden)
         return d
 
     @classmethod
@@ -82,16 +96,18 @@ class Classifier(nn.Module):
         self.config = config
         self.classes = list(classes) if classes else [str(i) for i in range(config.num_classes)]
         self.dataset, self.test_accuracy = dataset, test_accuracy
-        layers, cin = [], config.image_shape[0]
-        for cout in config.channels:
-            layers += [_conv_bn_relu(cin, cout), _conv_bn_relu(cout, cout), nn.MaxPool2d(2)]
-            cin = cout
-        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Linear(cin, config.num_classes)
+        self.body, width = (_mlp_body if config.arch == "mlp" else _cnn_body)(config)
+        self.head = nn.Linear(width, config.num_classes)
 
     @property
     def feature_dim(self) -> int:
-        return self.config.channels[-1]
+        return self.head.in_features
+
+    @property
+    def name(self) -> str:
+        """What the app and the CLI call this judge, e.g. "CNN (99.5% on MNIST test)"."""
+        acc = f" ({self.test_accuracy:.1%} on test images)" if self.test_accuracy else ""
+        return ("MLP on pixels" if self.config.arch == "mlp" else "CNN") + acc
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body((x - 0.5) / 0.25))  # fixed scaling; BatchNorm does the rest
@@ -114,6 +130,22 @@ class Classifier(nn.Module):
         return torch.cat(out) if out else torch.empty(0)
 
 
+def _cnn_body(config: ClassifierConfig) -> tuple[nn.Sequential, int]:
+    layers, cin = [], config.image_shape[0]
+    for cout in config.channels:
+        layers += [_conv_bn_relu(cin, cout), _conv_bn_relu(cout, cout), nn.MaxPool2d(2)]
+        cin = cout
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten()), cin
+
+
+def _mlp_body(config: ClassifierConfig) -> tuple[nn.Sequential, int]:
+    layers, cin = [nn.Flatten()], math.prod(config.image_shape)
+    for cout in config.hidden:
+        layers += [nn.Linear(cin, cout), nn.ReLU(inplace=True), nn.Dropout(0.2)]
+        cin = cout
+    return nn.Sequential(*layers), cin
+
+
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
@@ -133,6 +165,8 @@ class ClassifierTrainConfig:
     seed: int = 0
     augment: bool | None = None  # None: random crop + flip for colour images only
     channels: tuple[int, ...] | None = None  # None: `default_config`'s
+    arch: str = "cnn"
+    hidden: tuple[int, ...] | None = None  # mlp widths; None: ClassifierConfig's
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or not 1 <= self.epochs <= 1000:
@@ -152,10 +186,7 @@ def train_classifier(dataset: ImageDataset, epochs: int = 5, *, config: Classifi
     """
     cfg = config or ClassifierTrainConfig(epochs=epochs, **kwargs)
     torch.manual_seed(cfg.seed)
-    arch = default_config(dataset.image_shape, len(dataset.classes))
-    if cfg.channels:
-        arch = ClassifierConfig(arch.image_shape, arch.num_classes, tuple(cfg.channels))
-    model = Classifier(arch, dataset.classes, dataset.name).to(memory_format=torch.channels_last)
+    model = Classifier(_architecture(cfg, dataset), dataset.classes, dataset.name).to(memory_format=torch.channels_last)
     augment = dataset.image_shape[0] == 3 if cfg.augment is None else cfg.augment
     images, labels = dataset.train.images, dataset.train.labels
     steps = math.ceil(len(images) / cfg.batch_size)
@@ -181,6 +212,12 @@ def train_classifier(dataset: ImageDataset, epochs: int = 5, *, config: Classifi
                 f"test accuracy {model.test_accuracy:.2%}  ({time.perf_counter() - start:.0f} s)")
     model.eval()
     return model
+
+
+def _architecture(cfg: ClassifierTrainConfig, dataset: ImageDataset) -> ClassifierConfig:
+    base = default_config(dataset.image_shape, len(dataset.classes))
+    extra = {"hidden": tuple(cfg.hidden)} if cfg.hidden else {}
+    return ClassifierConfig(base.image_shape, base.num_classes, tuple(cfg.channels or base.channels), cfg.arch, **extra)
 
 
 def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
@@ -266,7 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.05, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--channels", default=None, help="conv widths per stage, e.g. 32,64,128 (default: by image shape)")
+    p.add_argument("--arch", choices=ARCHS, default="cnn", help="cnn, or mlp: fully connected layers on the pixels "
+                   "(a second, independent judge)")
+    p.add_argument("--channels", default=None, help="cnn: conv widths per stage, e.g. 32,64,128 (default: by image shape)")
+    p.add_argument("--hidden", default=None, help="mlp: hidden widths, e.g. 512,256")
     p.add_argument("--no-augment", action="store_true", help="no random crop/flip (the default for grey images)")
     p.add_argument("--limit-train", type=int, default=None, help="use a random subset of the training split")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -286,8 +326,10 @@ def _run(args) -> int:
     if args.limit_train:
         data = data.limit(args.limit_train, seed=args.seed)
     channels = tuple(int(c) for c in args.channels.split(",")) if args.channels else None
+    hidden = tuple(int(c) for c in args.hidden.split(",")) if args.hidden else None
     cfg = ClassifierTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                                augment=False if args.no_augment else None, channels=channels)
+                                augment=False if args.no_augment else None, channels=channels, arch=args.arch,
+                                hidden=hidden)
     print(f"training the {data.name} classifier on {len(data.train):,} images, {cfg.epochs} epochs", flush=True)
     start = time.perf_counter()
     model = train_classifier(data, config=cfg, log=lambda line: print(line, flush=True))

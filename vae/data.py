@@ -72,20 +72,31 @@ class ImageDataset:
     classes: list[str]
     source: str = ""
     notes: list[str] = field(default_factory=list)  # e.g. "download failed, fell back to ..."
+    subset: dict = field(default_factory=dict)  # {"train": n, "test": n, "seed": s} when `limit` made it
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.train.images.shape[1:])
 
     def describe(self) -> dict:
-        return {"name": self.name, "source": self.source, "image_shape": list(self.image_shape),
-                "classes": list(self.classes), "train_size": len(self.train), "test_size": len(self.test)}
+        out = {"name": self.name, "source": self.source, "image_shape": list(self.image_shape),
+               "classes": list(self.classes), "train_size": len(self.train), "test_size": len(self.test)}
+        # the subset's recipe travels with a checkpoint, so the app can show the very images it trained on
+        return out | ({"subset": dict(self.subset)} if self.subset else {})
 
     def limit(self, train: int | None = None, test: int | None = None, seed: int = 0) -> "ImageDataset":
-        """A smaller copy (for tiny jobs, hosted limits and tests)."""
+        """A smaller copy (for tiny jobs, hosted limits and tests); `apply_subset` redoes it from
+        `describe()["subset"]`."""
+        recipe = {k: int(v) for k, v in (("train", train), ("test", test)) if v and v < len(getattr(self, k))}
         return ImageDataset(self.name, self.train.subset(train, seed) if train else self.train,
                             self.test.subset(test, seed) if test else self.test,
-                            self.classes, self.source, list(self.notes))
+                            self.classes, self.source, list(self.notes), recipe | {"seed": int(seed)} if recipe else {})
+
+    def apply_subset(self, recipe: dict | None) -> "ImageDataset":
+        """The same subset `limit` made for a checkpoint (its metadata's dataset["subset"])."""
+        if not recipe:
+            return self
+        return self.limit(recipe.get("train"), recipe.get("test"), seed=int(recipe.get("seed", 0)))
 
 
 def default_root() -> Path:
