@@ -47,7 +47,7 @@ SAMPLE_SIZES = (500, 1000, 2000, 5000)
 DEFAULT_SAMPLE = 2000
 
 # st.session_state keys shared by the map pages (plain keys: they survive page switches)
-METHOD_CHOICE, SAMPLE_CHOICE = "maps_method", "maps_sample"
+METHOD_CHOICE, SAMPLE_CHOICE, COORDS_CHOICE = "maps_method", "maps_sample", "maps_coords"
 
 
 # --- identities for cache keys -------------------------------------------------------------
@@ -85,7 +85,7 @@ def _cached_map(key: str, _build: Callable[[], LatentMap]) -> LatentMap:
     return _build()
 
 
-def latent_map(pair, method: str, n: int, seed: int = 0) -> LatentMap:
+def latent_map(pair, method: str, n: int, seed: int = 0, aligned: bool = True) -> LatentMap:
     """The pair's LatentMap, shared by every visitor; the first UMAP / t-SNE fit shows a spinner.
 
     Raises vae.errors.DatasetError when the pair's data cannot be found."""
@@ -98,9 +98,9 @@ def latent_map(pair, method: str, n: int, seed: int = 0) -> LatentMap:
 
     def build() -> LatentMap:
         return build_latent_map(models, data.test, data.classes, method, n_used, seed, model_ids=ids,
-                                data_key=dkey, cache=cache)
+                                data_key=dkey, cache=cache, aligned=aligned)
 
-    key = map_key(ids, dkey, n_used, method, seed)
+    key = map_key(ids, dkey, n_used, method, seed, aligned)
     on_disk = all(cache.path_for(projection_key(i, dkey, n_used, method, seed)).is_file() for i in ids.values())
     if method in SLOW_METHODS and not on_disk:
         name = "UMAP" if method == "umap" else "t-SNE"
@@ -120,6 +120,10 @@ class PageMap:
     n_points: int
     lmap: LatentMap
 
+    @property
+    def aligned(self) -> bool:
+        return self.lmap.aligned
+
 
 def page_map(pair, models: dict, missing_data: str = "This pair's test images are not available",
              prior_samples_if_missing: bool = True) -> PageMap:
@@ -135,8 +139,9 @@ def page_map(pair, models: dict, missing_data: str = "This pair's test images ar
     for note in data.notes:
         st.info(note)
     method, n_points = map_controls(pair.latent_dim, len(data.test))
+    aligned = coordinates_control(pair.latent_dim, method, "ae" in pair.paths and "vae" in pair.paths)
     try:
-        lmap = latent_map(pair, method, n_points)
+        lmap = latent_map(pair, method, n_points, aligned=aligned)
     except LatentExplorerError as err:
         state.show_error(err, f"Could not compute the {method} map")
         st.stop()
@@ -168,6 +173,30 @@ def map_controls(latent_dim: int, n_test: int | None = None) -> tuple[str, int]:
     return method, n
 
 
+def default_aligned(latent_dim: int) -> bool:
+    """2-D pairs open in each model's own coordinates: the 2-D lesson is the AE's arbitrary scale
+    and uneven layout against the prior, which the alignment (a rescaling) would hide. Larger
+    latents open aligned, where the same digits sit in the same place on both maps."""
+    return latent_dim != 2
+
+
+def coordinates_control(latent_dim: int, method: str, both: bool) -> bool:
+    """Aligned frame or each model's own coordinates (sidebar); True means aligned."""
+    if not both or method not in ("identity", "pca"):
+        return True  # a non-linear map has no units to compare; a single model has nothing to align to
+    saved = st.session_state.setdefault(COORDS_CHOICE, {})
+    key = "2d" if latent_dim == 2 else "nd"
+    choice = st.sidebar.radio(
+        "Coordinates", ["own", "aligned"], index=0 if not saved.get(key, default_aligned(latent_dim)) else 1,
+        format_func={"own": "Each model's own (true scale)", "aligned": "AE aligned onto the VAE"}.get,
+        key=f"{COORDS_CHOICE}_widget_{key}",
+        help="Own: every code where the encoder put it, on shared axes, with the prior N(0, I) drawn at its true "
+             "size on both maps. Aligned: the AE's map rotated and rescaled onto the VAE's so the same digits sit "
+             "in the same place (its scale is then no longer its own).")
+    saved[key] = choice == "aligned"
+    return saved[key]
+
+
 # --- plotly figures -------------------------------------------------------------------------
 def class_color(label: int) -> str:
     return CLASS_COLORS[int(label) % len(CLASS_COLORS)]
@@ -195,7 +224,7 @@ def scatter_figure(lmap: LatentMap, kind: str, *, highlight_row: int | None = No
             hovertemplate="class %{customdata[1]}<br>test index %{customdata[0]}<extra></extra>"))
     if ellipses and kind == "vae" and lmap.method == "identity" and lmap.codes[kind].std is not None:
         _add_posterior_ellipses(fig, lmap, ellipses)
-    center = lmap.prior_center() if kind == "vae" else None
+    center = lmap.prior_center(kind)
     if center is not None:
         for k in prior_sigmas:
             t = np.linspace(0, 2 * np.pi, 121)
@@ -462,7 +491,7 @@ def map_image(map_key: str, kind: str, n: int, xlim: tuple, ylim: tuple, gaussia
     _shade: per-cell cell_shade (the hole map), identified in the cache key by shade_key."""
     spec = GridSpec(n, xlim, ylim, gaussian)
     canvas = MapCanvas(xlim, ylim)
-    center = _lmap.prior_center() if (kind == "vae" and prior_shown) else None
+    center = _lmap.prior_center(kind) if prior_shown else None
     image = render_map_image(canvas, _lmap.points[kind], _lmap.labels, tiles=_tiles if tiles_shown else None,
                              grid_nodes=None if tiles_shown else spec.points(), prior_center=center,
                              cell_shade=_shade, cell_bounds=spec.cell_bounds() if _shade is not None else None,

@@ -41,6 +41,11 @@ ROWS = [
     ("frechet_distance", "Fréchet distance (prior vs test)", ".2f"),
     ("active_units", "active units", ".0f"),
     ("latent_dim", "latent dim", ".0f"),
+    ("j2_prior_confident_share", "2nd judge: prior samples p>=thr", ".3f"),
+    ("j2_box_confident_share", "2nd judge: box samples p>=thr", ".3f"),
+    ("j2_real_confident_share", "2nd judge: real test images p>=thr", ".3f"),
+    ("j2_prior_class_evenness", "2nd judge: class evenness (prior)", ".3f"),
+    ("j2_min_confidence_mean", "2nd judge: lowest confidence", ".3f"),
 ]
 
 
@@ -63,14 +68,25 @@ def dataset_key(name: str, image_shape) -> str:
 
 def find_classifier(ckpt: Checkpoint, dirs=CLASSIFIER_DIRS) -> Path:
     """checkpoints/classifier-<dataset>.safetensors, also looked for beside the checkpoint."""
+    return find_classifiers(ckpt, dirs)[0]
+
+
+def find_classifiers(ckpt: Checkpoint, dirs=CLASSIFIER_DIRS) -> list[Path]:
+    """Every judge of the checkpoint's data set: the primary classifier-<dataset>.safetensors
+    first, then the independent ones, classifier-<dataset>-<family>.safetensors (e.g. -mlp)."""
     key = dataset_key(str(ckpt.dataset.get("name", "")), ckpt.config.image_shape)
     folders = list(dirs) + ([ckpt.path.parent] if ckpt.path else [])
     for folder in folders:
         path = Path(folder) / f"classifier-{key}.safetensors"
         if path.is_file():
-            return path
+            others = sorted(p for p in Path(folder).glob(f"classifier-{key}-*.safetensors")
+                            if p.stem.removeprefix(f"classifier-{key}-") in ARCH_SUFFIXES)
+            return [path, *others]
     raise CheckpointError(f"no classifier-{key}.safetensors in {', '.join(map(str, folders))}: train one with "
                           f"`python -m vae.classifier --data ... --out checkpoints/classifier-{key}.safetensors`")
+
+
+ARCH_SUFFIXES = ("mlp",)  # classifier-mnist-mlp: the second judge; "fashion" never matches as a suffix
 
 
 def default_data_source(ckpt: Checkpoint) -> str:
@@ -97,6 +113,16 @@ def evaluate_checkpoint(checkpoint: str | Path | Checkpoint, data: str | ImageDa
     model, test = ckpt.model.eval(), data.test.subset(n, seed)
     out = dict(metrics.likelihood_metrics(model, test, seed=seed))
     out.update(metrics.iwae_nll(model, test, k=iwae_k, seed=seed, n_images=iwae_images))
+    out.update(judge_figures(model, test, judge, n, seed, n_pairs, steps, threshold))
+    out.update(metrics.sample_fid(model, judge, test, n, seed))
+    out.update(metrics.active_units(model, test))
+    return out
+
+
+def judge_figures(model, test, judge: Classifier, n: int = 2000, seed: int = 0, n_pairs: int = 200,
+                  steps: int = 16, threshold: float = 0.9) -> dict[str, float]:
+    """The figures that depend on the judge: completeness (prior, box), real images, continuity."""
+    out = {}
     box = metrics.encode_means(model, test.images)
     for source in ("prior", "box"):
         found = metrics.completeness(model, judge, n, seed, source=source, box_codes=box, threshold=threshold)
@@ -104,10 +130,12 @@ def evaluate_checkpoint(checkpoint: str | Path | Checkpoint, data: str | ImageDa
     real = metrics.reference_confidence_share(judge, test.images, threshold)
     out.update({f"real_{k}": v for k, v in real.items()})
     out.update(metrics.continuity(model, test, judge, min(n_pairs, len(test) // 2), steps, seed))
-    out.update(metrics.sample_fid(model, judge, test, n, seed))
-    out.update(metrics.active_units(model, test))
     out["classifier_test_accuracy"] = float(judge.test_accuracy or math.nan)
     return out
+
+
+SECOND_JUDGE_ROWS = ("prior_confident_share", "box_confident_share", "real_confident_share", "prior_class_evenness",
+                     "min_confidence_mean")  # the largest step share is measured in pixels: no judge in it
 
 
 def _check_shapes(ckpt: Checkpoint, data: ImageDataset, judge: Classifier) -> None:
@@ -143,26 +171,68 @@ def _run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     datasets: dict[str, ImageDataset] = {}
-    columns, notes = {}, []
+    columns, notes, lessons = {}, [], {}
     for path in args.checkpoints:
         ckpt = load_checkpoint(path)
         source = args.data or default_data_source(ckpt)
         if source not in datasets:
             datasets[source] = load_dataset(source)
             notes += datasets[source].notes
-        judge_path = Path(args.classifier) if args.classifier else find_classifier(ckpt)
-        columns[Path(path).stem] = evaluate_checkpoint(
-            ckpt, datasets[source], load_classifier(judge_path), n=args.n, seed=args.seed, iwae_k=args.iwae_k,
+        judge_paths = [Path(args.classifier)] if args.classifier else find_classifiers(ckpt)
+        judges = [load_classifier(p) for p in judge_paths]
+        col = columns[Path(path).stem] = evaluate_checkpoint(
+            ckpt, datasets[source], judges[0], n=args.n, seed=args.seed, iwae_k=args.iwae_k,
             iwae_images=args.iwae_images, n_pairs=args.pairs, steps=args.steps, threshold=args.threshold)
-        notes.append(f"{Path(path).stem}: {ckpt.config.kind.upper()}, data {source}, classifier {judge_path} "
-                     f"(test accuracy {columns[Path(path).stem]['classifier_test_accuracy']:.2%})")
+        test = datasets[source].test.subset(args.n, args.seed)
+        for judge in judges[1:]:  # the independent judge's figures, as extra rows
+            found = judge_figures(ckpt.model, test, judge, args.n, args.seed, args.pairs, args.steps, args.threshold)
+            col.update({f"j2_{k}": found[k] for k in SECOND_JUDGE_ROWS})
+        notes.append(f"{Path(path).stem}: {ckpt.config.kind.upper()}, data {source}, judges "
+                     + "; ".join(f"{p} ({j.name})" for p, j in zip(judge_paths, judges)))
+        lessons.setdefault(_pair_prefix(path), {})[ckpt.config.kind] = (ckpt, datasets[source], judge_paths)
     print(f"n={args.n} test images / prior samples, seed={args.seed}, IWAE k={args.iwae_k} on {args.iwae_images} "
           f"images, {args.pairs} paths of {args.steps} steps (even share {1 / args.steps:.3f}), "
           f"threshold {args.threshold}")
     print(format_table(columns))
     for note in notes:
         print(f"  {note}")
+    for prefix, members in lessons.items():
+        if {"ae", "vae"} <= set(members):
+            print()
+            print(format_lesson(prefix, members))
     return 0
+
+
+def _pair_prefix(path) -> str:
+    stem = Path(path).stem
+    for suffix in ("-ae", "-vae"):
+        if stem.endswith(suffix):
+            return str(Path(path).with_name(stem.removesuffix(suffix)))
+    return str(Path(path).with_suffix(""))
+
+
+def format_lesson(prefix: str, members: dict) -> str:
+    """The pair's lesson figures on the Grid decoder's opening view, judged by every judge."""
+    from .lesson import claims, default_view, pair_lesson
+
+    ckpts = {k: members[k][0] for k in ("ae", "vae")}
+    data, judge_paths = members["vae"][1], members["vae"][2]
+    judges = {load_classifier(p).name: load_classifier(p) for p in judge_paths}
+    view = default_view(ckpts["vae"].config.latent_dim)
+    lesson = pair_lesson({k: c.model for k, c in ckpts.items()}, judges, data.test, data.classes, view)
+    where = ("the prior's 15x15 quantile grid in each model's own coordinates" if view.gaussian else
+             f"a 15x15 grid over the aligned {view.method.upper()} map of 2,000 test images")
+    lines = [f"The lesson of {Path(prefix).name}: the Grid decoder's opening view ({where}) and 2,000 prior samples",
+             f"{'':44s}{'AE':>8s}{'VAE':>8s}{'VAE-AE':>8s}"]
+    labels = {"grid_recognised": "grid cells recognised", "grid_entropy": "grid class entropy (nats)",
+              "prior_recognised": "prior samples recognised", "prior_entropy": "prior class entropy (nats)"}
+    for judge, figs in lesson.items():
+        for key, label in labels.items():
+            a, v = figs["ae"][key], figs["vae"][key]
+            lines.append(f"{label + ' [' + judge.split(' (')[0] + ']':44s}{a:8.3f}{v:8.3f}{v - a:+8.3f}")
+    shown = [k for k, ok in claims(lesson).items() if ok]
+    lines.append("differences every judge sees: " + (", ".join(shown) if shown else "none"))
+    return "\n".join(lines)
 
 
 def format_table(columns: dict[str, dict[str, float]]) -> str:

@@ -71,6 +71,7 @@ class LatentMap:
     xlim: tuple
     ylim: tuple
     reference: str
+    aligned: bool = True  # False: each model in its own coordinates, no alignment
     from_disk: bool = False  # every projection came from the disk cache
     seconds: float = 0.0  # time to build (encode + fit or load)
 
@@ -91,11 +92,15 @@ class LatentMap:
         align = self.alignments[kind]
         return align.apply(own) if align is not None else np.asarray(own, dtype=np.float32)
 
-    def prior_center(self) -> np.ndarray | None:
-        """Where z = 0 sits on the VAE's map, when the prior N(0, I) shows there as circles:
-        identity (the map is z) or PCA (orthonormal axes: the prior's shadow on the plane is
-        N(centre, I_2)). None for non-linear maps or without a VAE."""
-        return _prior_center(self.method, self.reference, self.projections[self.reference], self.latent_dim)
+    def prior_center(self, kind: str | None = None) -> np.ndarray | None:
+        """Where z = 0 sits on a model's map (default: the reference's), when the prior N(0, I)
+        shows there as circles: identity (the map is z) or PCA (orthonormal axes: the prior's
+        shadow on the plane is N(centre, I_2)). On an aligned map only the reference (the VAE)
+        keeps its own units; unaligned, every model's map does. None for non-linear maps."""
+        kind = kind or self.reference
+        if self.method not in ("identity", "pca") or (self.aligned and kind != "vae") or kind not in self.projections:
+            return None
+        return np.asarray(self.projections[kind].transform(np.zeros((1, self.latent_dim), np.float32)))[0]
 
     @property
     def transform_is_exact(self) -> bool:
@@ -130,9 +135,9 @@ class LatentMap:
 
 def build_latent_map(models: dict[str, Autoencoder], split: ImageSplit, classes, method: str, n: int,
                      seed: int = 0, *, model_ids: dict[str, str], data_key: str,
-                     cache: ProjectionCache | None = None) -> LatentMap:
+                     cache: ProjectionCache | None = None, aligned: bool = True) -> LatentMap:
     """Encode a fixed sample with each model, fit (or load) each model's projection, align
-    the maps. No streamlit here: the pages' cached wrapper and the benchmark both call it."""
+    the maps (unless `aligned` is False: then each keeps its own coordinates, on shared axes)."""
     t0 = time.perf_counter()
     idx = sample_indices(len(split), n, seed)
     sample = ImageSplit(split.images[idx], split.labels[idx])
@@ -151,15 +156,16 @@ def build_latent_map(models: dict[str, Autoencoder], split: ImageSplit, classes,
     target = projections[reference].embedding_
     points, alignments = {}, {}
     for kind, proj in projections.items():
-        if kind == reference:
-            points[kind], alignments[kind] = np.asarray(target, np.float32), None
+        if kind == reference or not aligned:
+            points[kind], alignments[kind] = np.asarray(proj.embedding_, np.float32), None
         else:
             points[kind], alignments[kind] = align_same_size(proj.embedding_, target)
     ref = projections[reference]
-    xlim, ylim = map_limits(list(points.values()), prior_center=_prior_center(method, reference, ref,
-                                                                                  codes[reference].latent_dim))
+    centers = [_prior_center(method, reference, ref, codes[reference].latent_dim)] if aligned else \
+        [_prior_center(method, "vae", p, codes[k].latent_dim) for k, p in projections.items()]
+    xlim, ylim = map_limits(list(points.values()), prior_centers=[c for c in centers if c is not None])
     return LatentMap(
-        key=map_key(model_ids, data_key, len(idx), method, seed), method=method, label=ref.label,
+        key=map_key(model_ids, data_key, len(idx), method, seed, aligned), method=method, label=ref.label, aligned=aligned,
         inverse_is_exact=ref.inverse_is_exact, latent_dim=codes[reference].latent_dim, indices=idx,
         labels=sample.labels.numpy(), classes=tuple(classes), codes=codes, points=points, projections=projections,
         alignments=alignments, xlim=xlim, ylim=ylim, reference=reference, from_disk=all(hits),
@@ -184,9 +190,9 @@ def projection_key(model: str, data_key: str, n: int, method: str, seed: int) ->
     return parts
 
 
-def map_key(model_ids: dict, data_key: str, n: int, method: str, seed: int) -> str:
+def map_key(model_ids: dict, data_key: str, n: int, method: str, seed: int, aligned: bool = True) -> str:
     parts = {"models": dict(sorted(model_ids.items())), "data": data_key, "n": int(n), "method": method,
-             "seed": int(seed)}
+             "seed": int(seed)} | ({} if aligned else {"aligned": False})
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -202,14 +208,14 @@ def _fitter(method: str, codes: Codes, seed: int) -> Callable[[], Projection]:
     return fit
 
 
-def map_limits(point_sets: list[np.ndarray], prior_center=None, prior_radius: float = 3.0,
+def map_limits(point_sets: list[np.ndarray], prior_centers=(), prior_radius: float = 3.0,
                quantile: float = 0.005, margin: float = 0.08) -> tuple[tuple, tuple]:
     """One square view for every map: the middle 99% of the points (a few far-flung codes
     would otherwise shrink the cloud to a dot), plus the prior's 3-sigma circle when it shows."""
     pts = np.concatenate(point_sets).astype(np.float64)
     box = [np.quantile(pts, quantile, axis=0), np.quantile(pts, 1 - quantile, axis=0)]
-    if prior_center is not None:
-        box += [np.asarray(prior_center) - prior_radius, np.asarray(prior_center) + prior_radius]
+    for center in prior_centers:
+        box += [np.asarray(center) - prior_radius, np.asarray(center) + prior_radius]
     return square_limits(*padded_limits(np.stack(box), margin))
 
 

@@ -1,0 +1,160 @@
+"""What a pair really demonstrates, measured: the figures behind every claim the app makes.
+
+Two lessons, each true on its own kind of pair (issue 11's probe, and `checkpoints/README.md`):
+
+- **Holes** (latents above 2-D, e.g. the 16-D pair): on the plane of the first two principal
+  components, the AE's decoder makes smeared blends between its groups, where the VAE's still
+  draws digits; codes from the prior N(0, I) decode to smudges for the AE and digits for the VAE.
+- **Who owns the map** (2-D pairs): in 2-D an AE's decoder draws recognisable digits almost
+  everywhere in its data's range, so there are few holes to see. What differs is organisation:
+  the AE's codes have an arbitrary scale and a few digits own most of the space near its
+  origin, so a grid of the prior's quantiles (or samples from the prior) decodes to few classes
+  for the AE and to all of them, evenly, for the VAE. The class entropy measures it (ln 10 =
+  2.30 nats is perfectly even).
+
+`pair_lesson` computes both lessons' figures for a pair, judged by every reference classifier
+given (the app and `python -m vae.evaluate` use two of different families); `claims` turns them
+into the sentences the pages may say, so a page never claims what its pair does not show.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .data import ImageSplit
+from .errors import ConfigError
+from .latent import decode_points, gaussian_grid_2d
+from .maps import GridSpec, LatentMap, build_latent_map
+from .metrics import decode_codes, sample_codes
+from .models import Autoencoder
+
+RECOGNISED = 0.9  # a judge this sure of one class "recognises" an image (vae.evaluate's threshold)
+GRID_N = 15  # the Grid decoder's default grid: 15 x 15 cells
+MAP_SAMPLE = 2000  # test images on the default map
+PRIOR_SAMPLES = 2000
+# a difference the pages may call a difference: both judges must see at least this much
+HOLES_MARGIN = 0.15  # VAE's recognised share of grid cells above the AE's
+EVEN_MARGIN = 0.2  # VAE's class entropy above the AE's (nats)
+
+
+@dataclass(frozen=True)
+class View:
+    """The Grid decoder's opening view of a pair: what `pair_lesson` measures and the page shows."""
+
+    method: str  # "identity" (2-D) or "pca"
+    aligned: bool  # AE rotated and rescaled onto the VAE's frame, or each model's own coordinates
+    gaussian: bool  # grid nodes at the prior's quantiles (equal N(0, I) mass per cell)
+    n: int = GRID_N
+
+
+def default_view(latent_dim: int) -> View:
+    """2-D: each model's own coordinates and the prior's grid — what "sample from the prior"
+    means for each model, the view where the 2-D difference (organisation) shows. Above 2-D:
+    the aligned PCA plane with an even grid — where the AE's holes show."""
+    if latent_dim == 2:
+        return View("identity", aligned=False, gaussian=True)
+    return View("pca", aligned=True, gaussian=False)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One set of decoded images as a judge sees them."""
+
+    predicted: np.ndarray  # class per image [M]
+    confidence: np.ndarray  # top-class probability per image [M]
+    num_classes: int
+    threshold: float = RECOGNISED
+
+    @property
+    def recognised(self) -> float:
+        """Share of images the judge names with at least `threshold` confidence."""
+        return float((self.confidence >= self.threshold).mean()) if len(self.confidence) else math.nan
+
+    @property
+    def shares(self) -> np.ndarray:
+        """Share of images per predicted class [num_classes] (every image counts)."""
+        return np.bincount(self.predicted, minlength=self.num_classes) / max(len(self.predicted), 1)
+
+    @property
+    def entropy(self) -> float:
+        """Class entropy in nats of the predicted-class histogram: ln K when even, 0 for one class."""
+        return class_entropy(self.shares)
+
+
+def class_entropy(shares) -> float:
+    p = np.asarray(shares, dtype=np.float64)
+    p = p[p > 0]
+    return max(0.0, float(-(p * np.log(p)).sum()))
+
+
+def judge_images(judge, images: np.ndarray | torch.Tensor, threshold: float = RECOGNISED) -> Verdict:
+    """Images [M, H, W, C] in [0, 1] (numpy, as decoders give them) or [M, C, H, W] tensors."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2) if isinstance(images, np.ndarray) \
+        else images
+    probs = judge.probs(x.float())
+    confidence, predicted = probs.max(1)
+    return Verdict(predicted.numpy(), confidence.numpy(), probs.shape[1], threshold)
+
+
+def grid_codes(lmap: LatentMap, kind: str, view: View, xlim=None, ylim=None) -> np.ndarray:
+    """The codes of a view's grid cells for one model, in the tiles' order (top row first)."""
+    spec = GridSpec(view.n, xlim or lmap.xlim, ylim or lmap.ylim, view.gaussian)
+    return lmap.to_latent(kind, spec.points())
+
+
+def prior_grid_codes(n: int = GRID_N) -> np.ndarray:
+    """The prior's quantile grid in a 2-D model's own coordinates (needs no data)."""
+    return gaussian_grid_2d(n, eps=0.5 / n)
+
+
+def prior_sample_images(model: Autoencoder, n: int = PRIOR_SAMPLES, seed: int = 0) -> torch.Tensor:
+    """n codes z ~ N(0, I), decoded (the same codes for every model of the same latent size)."""
+    return decode_codes(model, sample_codes(model.config.latent_dim, n, seed))
+
+
+def default_map(models: dict[str, Autoencoder], test: ImageSplit, classes, view: View) -> LatentMap:
+    return build_latent_map(models, test, classes, view.method, min(MAP_SAMPLE, len(test)), 0,
+                            model_ids={k: k for k in models}, data_key="lesson", aligned=view.aligned)
+
+
+def pair_lesson(models: dict[str, Autoencoder], judges: dict, test: ImageSplit | None = None, classes=None,
+                view: View | None = None) -> dict:
+    """{judge name: {kind: {grid_recognised, grid_entropy, prior_recognised, prior_entropy}}} on the
+    pair's default view. A 2-D pair's default grid needs no data; a PCA map needs the test split."""
+    dim = next(iter(models.values())).config.latent_dim
+    view = view or default_view(dim)
+    data_free = view.method == "identity" and not view.aligned and view.gaussian  # the prior's grid, own axes
+    if test is None and not data_free:
+        raise ConfigError(f"the {view.method} view of a {dim}-D pair needs test images to build its map")
+    lmap = None if data_free else default_map(models, test, classes or [], view)
+    out = {}
+    for name, judge in judges.items():
+        out[name] = {}
+        for kind, model in models.items():
+            codes = prior_grid_codes(view.n) if lmap is None else grid_codes(lmap, kind, view)
+            grid = judge_images(judge, decode_points(model, codes))
+            prior = judge_images(judge, prior_sample_images(model))
+            out[name][kind] = {"grid_recognised": grid.recognised, "grid_entropy": grid.entropy,
+                               "prior_recognised": prior.recognised, "prior_entropy": prior.entropy}
+    return out
+
+
+def claims(lesson: dict) -> dict[str, bool]:
+    """Which differences every judge sees on this pair's default view (the pages say only these):
+
+    holes: the VAE's grid is recognised clearly more often than the AE's (HOLES_MARGIN);
+    prior_holes: prior samples are recognised clearly more often for the VAE;
+    even_grid / even_prior: the VAE's grid / prior samples spread over the classes more evenly
+    (EVEN_MARGIN nats of class entropy)."""
+    def every(test) -> bool:
+        return bool(lesson) and all(test(j["ae"], j["vae"]) for j in lesson.values() if "ae" in j and "vae" in j)
+
+    return {
+        "holes": every(lambda a, v: v["grid_recognised"] >= a["grid_recognised"] + HOLES_MARGIN),
+        "prior_holes": every(lambda a, v: v["prior_recognised"] >= a["prior_recognised"] + HOLES_MARGIN),
+        "even_grid": every(lambda a, v: v["grid_entropy"] >= a["grid_entropy"] + EVEN_MARGIN),
+        "even_prior": every(lambda a, v: v["prior_entropy"] >= a["prior_entropy"] + EVEN_MARGIN),
+    }
