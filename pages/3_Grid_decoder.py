@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui import maps, scores, state
+from ui import lesson, maps, scores, state
 from ui.style import MODEL_LABELS
 from vae.errors import LatentExplorerError
 from vae.latent import nearest_indices
+from vae.lesson import claims, default_view
 
 st.set_page_config(page_title="Grid decoder · Latent Explorer", page_icon="🧭", layout="wide")
 pair = state.pair_picker()
@@ -16,9 +17,9 @@ st.markdown(
     """
 The decoder accepts **any** code, not only the codes of real images. Here a grid of codes laid
 over the map is decoded, and you can **click anywhere on a map**, including the empty space
-between the coloured groups, to see what that code turns into. Where the AE has no data, its
-decoder usually makes a smudge that is no digit (a *hole*); at the same place the VAE still
-draws a digit, because its training fills the whole prior circle.
+between the coloured groups, to see what that code turns into. Two reference classifiers (the
+*judges*) look at every decoded cell: what they find on the pair you picked is written under
+the maps, in the box that starts with **What this pair shows**.
 """
 )
 if pair is None:
@@ -31,14 +32,18 @@ page = maps.page_map(pair, models)
 data, method, lmap = page.data, page.method, page.lmap
 
 # --- the grid ---------------------------------------------------------------------------------
-can_gauss = method == "identity" and lmap.reference == "vae"
+can_gauss = method == "identity" and "vae" in lmap.kinds
+opening = default_view(lmap.latent_dim)
 c = st.columns([1, 1, 1.2, 1.2, 1.4])
 n = c[0].slider("Grid cells per side", 5, 30, 15, help="n × n codes are decoded per model (a few ms each).")
 zoom = c[1].slider("Range (× the data's extent)", 0.5, 3.0, 1.0, 0.25,
                    help="Zoom out to see what the decoders make of codes far from any data.")
-gaussian = c[2].toggle("Equal prior mass per cell", value=False, disabled=not can_gauss,
-                       help="For a 2-D VAE: grid nodes at the N(0, 1) quantiles, dense near the centre where "
-                            "the prior puts its codes (the classic VAE manifold picture).") and can_gauss
+gaussian = c[2].toggle("Equal prior mass per cell", value=opening.gaussian and not lmap.aligned, disabled=not can_gauss,
+                       key=f"grid_gaussian_{lmap.aligned}",
+                       help="For a 2-D pair: grid nodes at the N(0, 1) quantiles, dense near z = 0 where the prior "
+                            "puts its codes (the classic VAE manifold picture); in each model's own coordinates the "
+                            "AE gets the very same codes, so you see what 'sample from the prior' gives each model."
+                       ) and can_gauss
 tiles_under = c[3].toggle("Decoded images under the dots", value=True, disabled=gaussian,
                           help="Paint each grid cell with what its centre decodes to.") and not gaussian
 judge = scores.find_judge(pair)  # the Reconstructions page's reference classifier for this data set
@@ -118,6 +123,66 @@ if confidence:
            if gaussian else "confidence, within the view: zoom out to see where each decoder stops making them."))
 if not show_prior and "vae" in lmap.kinds:
     st.caption("The prior N(0, I) cannot be drawn on a UMAP or t-SNE map (they bend space); use PCA or a 2-D pair.")
+
+# --- what this pair shows: the judges' verdicts on the grid above, and on prior samples ---------
+judge_files = lesson.judge_paths(pair)
+grid_id = f"{lmap.key}|{n}|{xlim}|{ylim}|{gaussian}"
+verdicts = {str(p): {kind: lesson.grid_verdicts(grid_id, kind, str(p), p.stat().st_mtime_ns, tiles[kind])
+                     for kind in lmap.kinds} for p in judge_files}
+named = {scores.load_judge(str(p), p.stat().st_mtime_ns).name: v for p, v in zip(judge_files, verdicts.values())}
+grid_lesson = {name: {k: {"grid_recognised": v.recognised, "grid_entropy": v.entropy} for k, v in by_kind.items()}
+               for name, by_kind in named.items()}
+prior = lesson.prior_lesson(pair)
+said = claims(grid_lesson) | claims(prior)
+word, words = lesson.noun(pair), lesson.noun(pair, plural=True)
+if len(lmap.kinds) == 2 and named:
+    found = []
+    if said.get("holes"):
+        found.append(f"**Holes.** On this grid the VAE's cells are recognisable {words} far more often than the "
+                     f"AE's ({lesson.figures_line(grid_lesson, 'grid_recognised')}): between and around its groups "
+                     f"the AE decodes smeared blends that are no {word}. Shaded red on the maps.")
+    if said.get("even_grid"):
+        found.append(f"**Who owns the map.** The judges name many more different {words} on the VAE's grid than on "
+                     f"the AE's: class entropy {lesson.figures_line(grid_lesson, 'grid_entropy', '.2f')} nats "
+                     f"(ln {len(lmap.classes)} = {lesson.even_nats(len(lmap.classes)):.2f} is perfectly even). "
+                     "The territory maps below colour each cell by the class it decodes to.")
+    if said.get("prior_holes"):
+        found.append(f"**Prior samples.** Codes drawn from N(0, I) decode to recognisable {words} for the VAE and "
+                     f"mostly not for the AE ({lesson.figures_line(prior, 'prior_recognised')} of 2,000 samples).")
+    elif said.get("even_prior"):
+        sentence = lesson.prior_classes_sentence(pair, prior, said)
+        found.append(f"**Prior samples.** Of 2,000 codes drawn from N(0, I): {sentence}.")
+    if not said.get("holes"):
+        found.append(f"**No holes to see on this grid:** the AE's decoder draws recognisable {words} about as often "
+                     f"as the VAE's ({lesson.figures_line(grid_lesson, 'grid_recognised')})."
+                     + (" In 2-D that is the rule, not an accident: see the model card." if lmap.latent_dim == 2 else
+                        ""))
+    st.info("**What this pair shows**, on the grid above, judged by "
+            + " and by ".join(f"a {name}" for name in named) + ":\n\n" + "\n\n".join(found))
+
+    st.subheader("Who owns the map")
+    st.caption(f"Each cell of the grid above, coloured by the {word} the first judge ({next(iter(named))}) names for "
+               f"its decoded image; grey: no class with at least {maps.CONFIDENT:.0%} confidence. Top row = largest y."
+               + ("" if said.get("even_grid") else " On this grid the class shares do not separate the two models "
+                  "(the bars count every cell, grey ones by their likeliest class): "
+                  + ("its lesson is the holes above." if said.get("holes") else "see the box above.")))
+    first = next(iter(verdicts.values()))
+    for col, kind in zip(st.columns(len(lmap.kinds)), lmap.kinds):
+        col.image(lesson.territory_image(first[kind], n, lmap.classes), caption=f"{MODEL_LABELS[kind]}: territory map",
+                  width=360)
+    bars = st.columns(2)
+    bars[0].plotly_chart(lesson.shares_figure(first, lmap.classes, f"Cells of this grid per {word}"),
+                         key="grid_shares_chart", config={"displaylogo": False})
+    if prior:
+        prior_v = lesson.prior_verdicts(pair, next(iter(judge_files)))
+        bars[1].plotly_chart(lesson.shares_figure(prior_v, lmap.classes, f"2,000 prior samples per {word}"),
+                             key="prior_shares_chart", config={"displaylogo": False})
+    if not lmap.aligned and method == "identity":
+        spread = {k: lmap.codes[k].mean.std(axis=0) for k in lmap.kinds}
+        st.caption("Own coordinates: the codes' spread per axis is "
+                   + ", ".join(f"{MODEL_LABELS[k]} {s[0]:.2g} × {s[1]:.2g}" for k, s in spread.items())
+                   + " (the prior's is 1 × 1). Nothing ties the AE's codes to the prior, so N(0, I) covers only the "
+                     "middle of its map, and whichever classes happen to sit there own its prior samples.")
 
 # --- the clicked location, decoded ------------------------------------------------------------
 st.subheader("The clicked location, decoded")

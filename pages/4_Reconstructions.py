@@ -8,8 +8,8 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from ui import capacity, lesson, state
 from ui import scores as sc
-from ui import state
 from ui.style import MODEL_COLORS, MODEL_LABELS
 from vae.errors import DatasetError, LatentExplorerError
 from vae.evaluate import ROWS
@@ -143,8 +143,7 @@ with pictures:
         st.button("New images", key="recon_new_images",
                   on_click=lambda: st.session_state.update({S["pick"]: st.session_state[S["pick"]] + 1}))
 with numbers:
-    st.markdown("The AE rebuilds more sharply: it spends its whole code on the image, while the VAE also "
-                "keeps its codes close to the bell curve.")
+    st.markdown(lesson.recon_note(checkpoints))
     instant = {k: checkpoints[k].metrics for k in kinds}
     st.markdown(sc.score_lines(sc.INSTANT, instant, kinds) or "The checkpoints record no test figures.")
     st.caption("From the checkpoint files: test-set means per image at the end of training.")
@@ -233,8 +232,7 @@ with pictures:
     grids = [(k, "prior", f"{MODEL_LABELS[k]}: codes from the prior N(0, I)") for k in kinds]
     if "ae" in kinds:
         grids.append(("ae", "box", "AE: codes from the box around its test codes"))
-    note = (f"Sample seed {seed}. The VAE was trained to put its codes where N(0, I) puts its mass; the AE's "
-            "codes can sit anywhere, so the prior (and even the box around them) hits empty space.")
+    note = f"Sample seed {seed}. " + lesson.completeness_note(pair)
     for row in range(0, len(grids), 2):
         columns = st.columns(2)
         for col, (k, source, title) in zip(columns, grids[row:row + 2]):
@@ -292,7 +290,9 @@ with numbers:
                "has no prior to collapse to; its units are all free.")
 
 # --- 5. export ------------------------------------------------------------------------------------------
-st.subheader("5. Download the pictures")
+capacity.section(pair, checkpoints, data)
+
+st.subheader("6. Download the pictures")
 buttons = [(f"{MODEL_LABELS[k]} reconstructions", recon_pngs[k], f"{pair.name}-{k}-reconstructions.png")
            for k in recon_pngs]
 if data is not None:

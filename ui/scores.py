@@ -88,7 +88,7 @@ def _model(path: str, mtime_ns: int):
     return state.load_model(path, mtime_ns).model
 
 
-def _as_images(images: torch.Tensor) -> np.ndarray:
+def as_display(images: torch.Tensor) -> np.ndarray:
     """[B, C, H, W] in [0, 1] -> float32 [B, H, W, C] (as vae.latent returns)."""
     return images.permute(0, 2, 3, 1).float().cpu().numpy()
 
@@ -110,12 +110,12 @@ def reconstructions(path: str, mtime_ns: int, indices: tuple[int, ...], data_id:
         x = model.preprocess(_data.test.images[list(indices)])
         output = model.decode(model.encode(x).mode())
         nll = model.reconstruction_nll(output, x)
-        return _as_images(model.to_image(output)), nll.double().numpy()
+        return as_display(model.to_image(output)), nll.double().numpy()
 
 
 def test_images(data: ImageDataset, indices) -> np.ndarray:
     """Test images as float [M, H, W, C] in [0, 1]."""
-    return _as_images(data.test.images[list(indices)].float() / 255.0)
+    return as_display(data.test.images[list(indices)].float() / 255.0)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

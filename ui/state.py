@@ -105,11 +105,17 @@ def _remember_pair(widget_key: str) -> None:
     st.session_state[PAIR_KEY] = st.session_state[widget_key]
 
 
+DEFAULT_PAIRS = ("mnist-mlp", "mnist-2d")  # the first one shipped is the pair a new visitor sees
+
+
 def _default_pair(pairs: list[catalog.PairInfo]) -> catalog.PairInfo:
-    # the 2-D MNIST pair is the clearest first lesson: its map is the latent space itself
-    for p in pairs:
-        if p.preset == "mnist-2d":
-            return p
+    # The 16-D MNIST pair first: it shows the AE/VAE difference at a glance (its prior samples are
+    # smudges vs digits, its PCA grid has holes); in 2-D an AE's decoder draws digits almost
+    # everywhere and the difference is subtler (README, "Which pair first").
+    for name in DEFAULT_PAIRS:
+        for p in pairs:
+            if p.name == name and p.preset == name:
+                return p
     return pairs[0]
 
 

@@ -88,14 +88,20 @@ class ImageDataset:
         """A smaller copy (for tiny jobs, hosted limits and tests); `apply_subset` redoes it from
         `describe()["subset"]`."""
         recipe = {k: int(v) for k, v in (("train", train), ("test", test)) if v and v < len(getattr(self, k))}
+        recipe |= {"seed": int(seed), "of_train": len(self.train), "of_test": len(self.test)} if recipe else {}
         return ImageDataset(self.name, self.train.subset(train, seed) if train else self.train,
                             self.test.subset(test, seed) if test else self.test,
-                            self.classes, self.source, list(self.notes), recipe | {"seed": int(seed)} if recipe else {})
+                            self.classes, self.source, list(self.notes), recipe)
 
     def apply_subset(self, recipe: dict | None) -> "ImageDataset":
-        """The same subset `limit` made for a checkpoint (its metadata's dataset["subset"])."""
+        """The same subset `limit` made for a checkpoint (its metadata's dataset["subset"]), or
+        DatasetError when this is not the data set it was drawn from (e.g. a stand-in)."""
         if not recipe:
             return self
+        if (recipe.get("of_train"), recipe.get("of_test")) != (len(self.train), len(self.test)):
+            raise DatasetError(f"the subset was drawn from {recipe.get('of_train')} training and "
+                               f"{recipe.get('of_test')} test images; {self.name} here has {len(self.train)} and "
+                               f"{len(self.test)}, so its images cannot be found")
         return self.limit(recipe.get("train"), recipe.get("test"), seed=int(recipe.get("seed", 0)))
 
 

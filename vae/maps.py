@@ -30,6 +30,7 @@ from .projections import (Projection, ProjectionCache, ProjectionError, Similari
                           procrustes_align)
 
 RECOGNISED = 0.9  # a classifier this sure of one class "recognises" an image (as vae.evaluate)
+PRIOR_EDGE = 3.0  # the prior grid's outer cells end at 3 sigma (99.7% of N(0, 1))
 UMAP_INVERSE_GRID = 24  # umap's own inverse is run once on this many nodes per side
 
 
@@ -109,11 +110,15 @@ class LatentMap:
 
     def inverse_note(self) -> str:
         """One sentence a student can read: how a map location becomes a code."""
+        if self.method == "identity" and not self.aligned:
+            return ("The map is the 2-D latent space itself, each model in its own coordinates: a location is the "
+                    "code, decoded exactly. The same location is the same code for both models.")
         if self.method == "identity":
             return ("The map is the 2-D latent space itself: each location is decoded exactly "
                     "(the AE's plane is rotated and scaled onto the VAE's; the inverse undoes that exactly).")
         if self.method == "pca":
-            return (f"PCA inverse (exact in the plane): a location becomes the mean code plus x·PC1 + y·PC2; the "
+            return (("" if self.aligned else "Each model in its own PCA coordinates. ") +
+                    f"PCA inverse (exact in the plane): a location becomes the mean code plus x·PC1 + y·PC2; the "
                     f"other {self.latent_dim - 2} directions of the {self.latent_dim}-D code stay at the data's average.")
         if self.method == "umap":
             if any(getattr(p, "inverse", "") == "nearest-code" for p in self.projections.values()):
@@ -253,10 +258,11 @@ class GridSpec:
 
     def cell_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """(x edges, y edges), each [n+1] ascending, of the cells around the points: the view's
-        uniform tiling, or the prior's quantiles i/n (the outer edges at +-inf: each cell holds
-        1/n^2 of N(0, I), its node at the cell's median)."""
+        uniform tiling, or the prior's quantiles i/n (each cell holds 1/n^2 of N(0, I), its node at
+        the cell's median), the outer edges drawn at 3 sigma rather than infinity: on an AE's own
+        map, far wider than the prior, unbounded outer cells would paint most of the view."""
         if self.gaussian:
-            edges = norm.ppf(np.linspace(0, 1, self.n + 1))
+            edges = np.clip(norm.ppf(np.linspace(0, 1, self.n + 1)), -PRIOR_EDGE, PRIOR_EDGE)
             return edges, edges.copy()
         return np.linspace(*self.xlim, self.n + 1), np.linspace(*self.ylim, self.n + 1)
 
