@@ -13,11 +13,10 @@ pair = state.pair_picker()
 st.title("Latent map")
 st.markdown(
     """
-Each dot is one test image, placed where the encoder puts its code and coloured by the digit
-(or class) it really is. Compare the shapes: nothing tells the **AE** where to put its codes, so
-its groups form uneven arms with empty gaps between them, while the **VAE** keeps them in one
-round cloud around the centre, the shape of its prior. **Click a dot** to see that image and
-what each model rebuilds from its code.
+Each dot is one test image, placed where the encoder puts its code and coloured by the class it
+really is. Compare the shapes and the scales: nothing tells the **AE** where to put its codes,
+while the **VAE** is pushed to keep them in the round cloud of its prior N(0, I) around 0 (dashed
+circles, on maps that can show it). **Click a dot** to see that image and what each model rebuilds from its code.
 """
 )
 if pair is None:
@@ -67,6 +66,12 @@ for col, kind in zip(cols, lmap.kinds):
     col.plotly_chart(fig, key=key, on_select=lambda key=key, mk=lmap.key: remember_selection(key, mk),
                      selection_mode="points", config={"scrollZoom": False, "displaylogo": False})
 
+spread = {k: float(lmap.codes[k].mean.std(axis=0).mean()) for k in lmap.kinds}
+if set(spread) == {"ae", "vae"}:
+    st.markdown(f"**Measured on this map:** the codes' spread (standard deviation per code dimension, averaged over "
+                f"the {lmap.latent_dim} dimensions) is **AE {spread['ae']:.2g}** and **VAE {spread['vae']:.2g}**; the "
+                "prior's is 1. " + ("The AE's codes live on a scale of their own: drawing a code from N(0, I) "
+                                    "for it means little." if spread["ae"] > 2 * max(spread["vae"], 1) else ""))
 info = [f"{lmap.label}; {len(lmap.indices):,} test images"]
 align = lmap.alignments.get("ae")
 if align is not None:

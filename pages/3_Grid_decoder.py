@@ -201,6 +201,14 @@ else:
             dist = float(((lmap.points[kind][near[0]] - click["point"]) ** 2).sum() ** 0.5)
             mark = " (clicked)" if kind == click["kind"] else " (same place)"
             st.image(maps.enlarge(decoded, 224), width=224, caption=f"{MODEL_LABELS[kind]}{mark}: decoded")
+            for p in judge_files:
+                v = lesson.grid_verdicts(f"click|{lmap.key}|{click['point']}", kind, str(p), p.stat().st_mtime_ns,
+                                         decoded[None])
+                name = scores.load_judge(str(p), p.stat().st_mtime_ns).name.split(" (")[0]
+                label = lmap.classes[v.predicted[0]] if v.predicted[0] < len(lmap.classes) else str(v.predicted[0])
+                st.caption(f"{name} judge: " + (f"a {label} ({v.confidence[0]:.0%} sure)" if v.recognised else
+                                                f"no {word} it is {maps.CONFIDENT:.0%} sure of (best guess {label}, "
+                                                f"{v.confidence[0]:.0%}): a hole"))
             st.image([maps.enlarge(im, 56) for im in maps.split_images(data.test, lmap.indices[near])], width=56,
                      caption=[lmap.classes[lmap.labels[r]] for r in near])
             st.caption(f"Nearest real images on the {MODEL_LABELS[kind]} map; the closest is {dist:.2g} "

@@ -153,7 +153,6 @@ def completeness_note(pair) -> str:
     """What the prior samples above show on this pair, as the judges measured it."""
     figures = prior_lesson(pair)
     said = L.claims(figures) if figures else {}
-    words = noun(pair, plural=True)
     base = "The VAE was trained to put its codes where N(0, I) puts its mass; nothing asks the same of the AE. "
     if said.get("prior_holes"):
         return base + (f"On this pair most prior codes land in the AE's holes: the judges recognise "
