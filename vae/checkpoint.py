@@ -60,7 +60,10 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is an ordinary file
+        # mkstemp makes 0600; a checkpoint is for every reader. The mode is set here, not read from
+        # the umask: os.umask is process-wide, and changing it from a training thread, even for a
+        # moment, would make any file another thread creates meanwhile world-writable
+        os.chmod(tmp, 0o644)
         save_file(tensors, tmp, metadata={_META_KEY: json.dumps(meta)})
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -77,12 +80,6 @@ def strip_optimizer(path: str | Path) -> Path:
     ck = load_checkpoint(path)
     ck.optimizer_state = None
     return save_checkpoint(ck, path)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def read_metadata(path: str | Path) -> dict:
