@@ -171,3 +171,20 @@ def test_bfloat16_training_lowers_the_loss_and_evaluates_in_float32(preset):
 def test_train_config_refuses_unknown_precision_and_fused_values(bad):
     with pytest.raises(ConfigError, match=next(iter(bad))):
         TrainConfig(**bad)
+
+
+def test_a_log_variance_past_the_clamp_gives_autograds_values_and_gradients():
+    """Posterior clamps log sigma^2 to [-30, 20]: no gradient flows through a clamped entry."""
+    ref, ours = _twins(latent_dim=6, beta=1.0)
+    with torch.no_grad():
+        for m in (ref, ours):
+            m.to_logvar.bias.copy_(torch.tensor([100.0, -100.0, 0.0, 0.0, 100.0, 0.0]))
+    x = _images()
+    t_ref = ref.loss(x, generator=torch.Generator().manual_seed(7))
+    t_ref.total.mean().backward()
+    t_ours = fused.FusedLoss(ours).step_gradients(x, generator=torch.Generator().manual_seed(7))
+    assert torch.isfinite(t_ours.total).all()
+    torch.testing.assert_close(t_ours.total, t_ref.total.detach(), rtol=1e-5, atol=1e-3)
+    for (name, p), g in zip(ref.named_parameters(), _grads(ours)):
+        # sigma = 2e4 makes decoder gradients of 1e5: float32 sums of such terms differ in the 6th digit
+        torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-5 * float(p.grad.abs().max()), msg=name)
