@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from vae import load_checkpoint
 from vae.cli import train_main
@@ -51,3 +52,19 @@ def test_cli_errors_name_the_parameter(args, message, npz_file, capsys, tmp_path
 def test_unknown_preset_via_the_module_entry_point():
     proc = subprocess.run([sys.executable, "-m", "vae.train", "--preset", "nope"], capture_output=True, text=True)
     assert proc.returncode == 2 and "invalid choice: 'nope'" in proc.stderr
+
+
+def test_the_same_command_twice_gives_the_same_weights_bit_for_bit(npz_file, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    weights = []
+    for run, global_seed in enumerate((1, 2)):  # whatever the process's generator held before
+        torch.manual_seed(global_seed)
+        out = tmp_path / f"run{run}"
+        assert train_main(["--preset", "mnist-2d", "--data", str(npz_file), "--epochs", "1", "--batch-size", "16",
+                           "--seed", "3", "--out", str(out)]) == 0
+        weights.append({k: load_file(f"{out}-{k}.safetensors") for k in ("ae", "vae")})
+    for kind in ("ae", "vae"):
+        first, second = weights[0][kind], weights[1][kind]
+        assert first.keys() == second.keys()
+        assert all(torch.equal(first[name], second[name]) for name in first), kind

@@ -100,7 +100,8 @@ def _run(args) -> int:
     if args.limit_train or args.limit_test:
         data = data.limit(args.limit_train, args.limit_test, seed=args.seed)
     kinds = ("ae", "vae") if args.models == "both" else (args.models,)
-    models = make_pair(args.preset, data.image_shape, kinds, latent_dim=args.latent_dim, beta=args.beta)
+    models = make_pair(args.preset, data.image_shape, kinds, latent_dim=args.latent_dim, beta=args.beta,
+                       seed=args.seed)
     prefix = args.out or f"checkpoints/{args.preset}"
     out = {k: Path(f"{prefix}-{k}.safetensors") for k in kinds}
     resume = {k: load_checkpoint(p) for k, p in out.items()} if args.resume else None

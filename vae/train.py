@@ -27,6 +27,7 @@ from .models import Autoencoder
 
 
 PRECISIONS = ("float32", "bfloat16")
+_GLOBAL_RNG_LOCK = threading.Lock()  # held while this module seeds or draws from torch's global generator
 
 
 @dataclass
@@ -175,7 +176,8 @@ class Trainer:
         cfg = self.config
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
-        torch.manual_seed(cfg.seed)
+        with _GLOBAL_RNG_LOCK:  # not while another thread builds a seeded model (make_pair)
+            torch.manual_seed(cfg.seed)
         train = self.data.train
         # the whole split, resident, one row per image: index_select on rows is ~15x faster than
         # indexing the 4-D tensor (bench/README.md)
@@ -303,16 +305,28 @@ class _Throughput:
 
 
 def make_pair(preset_name: str, image_shape, kinds=("ae", "vae"), latent_dim: int | None = None,
-              beta: float | None = None) -> dict[str, Autoencoder]:
-    """Fresh models of a preset for a data set's image shape."""
+              beta: float | None = None, *, seed: int = 0) -> dict[str, Autoencoder]:
+    """Fresh models of a preset for a data set's image shape, their initial weights drawn from `seed`.
+
+    Each model is drawn from its own generator seeded with `seed` (the global generator is left
+    as it was), so its weights do not depend on what ran before in the process, nor on whether
+    it is trained alone or beside the other member of the pair."""
     from .presets import get_preset
 
     preset = get_preset(preset_name)
     bad = [k for k in kinds if k not in ("ae", "vae")]
     if bad or not kinds:
         raise ConfigError(f"models={list(kinds)!r} is invalid: expected 'ae', 'vae' or both")
-    return {k: Autoencoder(preset.config(k == "vae", image_shape=image_shape, latent_dim=latent_dim, beta=beta))
-            for k in kinds}
+    configs = {k: preset.config(k == "vae", image_shape=image_shape, latent_dim=latent_dim, beta=beta) for k in kinds}
+    return {k: _seeded_model(cfg, seed) for k, cfg in configs.items()}
+
+
+def _seeded_model(config, seed: int) -> Autoencoder:
+    # nn.Module init draws from the global CPU generator, which every thread shares: the lock
+    # keeps two jobs that build or seed at once from drawing from each other's stream
+    with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Autoencoder(config)
 
 
 def on_progress(fn: Callable[[Progress], None]) -> Callback:
