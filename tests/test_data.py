@@ -108,3 +108,37 @@ def test_batches_cover_the_split_once(blobs):
     seen = torch.cat([y for _, y in blobs.train.batches(50, torch.Generator().manual_seed(0))])
     assert len(seen) == len(blobs.train)
     assert sorted(seen.tolist()) == sorted(blobs.train.labels.tolist())
+
+
+def test_a_download_times_out_by_itself_and_leaves_the_process_socket_default_alone(tmp_path, monkeypatch):
+    # socket.setdefaulttimeout is process-wide: set around a download, it changes every socket the
+    # server opens meanwhile (in every thread)
+    import socket
+    import urllib.error
+    import urllib.request
+
+    calls = []
+
+    def offline(request, *args, timeout=None, **kwargs):
+        calls.append((timeout, socket.getdefaulttimeout()))
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    default = socket.getdefaulttimeout()
+    with pytest.raises(DatasetError, match="Could not download mnist"):
+        data_mod.load_torchvision("mnist", tmp_path)
+    assert calls and all(c == (data_mod.DOWNLOAD_TIMEOUT_S, default) for c in calls), calls
+
+
+def test_fetch_tries_each_mirror_until_the_checksum_matches(tmp_path, monkeypatch):
+    import hashlib
+    import io
+    import urllib.request
+
+    served = {"http://a/f.gz": b"corrupt", "http://b/f.gz": b"the real bytes"}
+    monkeypatch.setattr(urllib.request, "urlopen", lambda request, timeout: io.BytesIO(served[request.full_url]))
+    md5 = hashlib.md5(b"the real bytes").hexdigest()
+    data_mod._fetch(["http://a/f.gz", "http://b/f.gz"], tmp_path / "raw" / "f.gz", md5)
+    assert (tmp_path / "raw" / "f.gz").read_bytes() == b"the real bytes"
+    with pytest.raises(OSError, match="checksum mismatch"):
+        data_mod._fetch(["http://a/f.gz"], tmp_path / "g.gz", md5)

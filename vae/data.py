@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
+import shutil
 import tempfile
+import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,20 +161,65 @@ def load_torchvision(name: str, root: Path, download: bool = True) -> ImageDatas
     import torchvision
 
     cls = getattr(torchvision.datasets, DOWNLOADABLE[name])
-    old_timeout = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # urllib inherits it: a dead network fails fast
     try:
-        splits = [cls(str(root), train=t, download=download) for t in (True, False)]
+        splits = _torchvision_splits(cls, root, download)
     except Exception as err:  # torchvision raises RuntimeError, URLError, timeouts...
         raise DatasetError(f"Could not download {name} to {root} ({type(err).__name__}: {err}).") from err
-    finally:
-        socket.setdefaulttimeout(old_timeout)
     out = []
     for ds in splits:
         x = torch.as_tensor(np.asarray(ds.data))
         x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # HxW or HxWxC -> CxHxW
         out.append(ImageSplit(x.contiguous().to(torch.uint8), torch.as_tensor(np.asarray(ds.targets))))
     return ImageDataset(name, out[0], out[1], list(splits[0].classes), source=f"torchvision.datasets.{cls.__name__}")
+
+
+def _torchvision_splits(cls, root: Path, download: bool) -> list:
+    """Both splits of a torchvision data set, its files fetched first by `_fetch` when missing.
+
+    torchvision's own download sets no timeout (a dead network hangs it), and
+    socket.setdefaulttimeout would change every socket of the process, the app server's too.
+    So we fetch its files with a timeout on our requests alone; torchvision then finds them
+    with the right checksum and only unpacks them."""
+    try:
+        return [cls(str(root), train=t, download=False) for t in (True, False)]
+    except RuntimeError:  # "Dataset not found"
+        if not download:
+            raise
+    for urls, file, md5 in _torchvision_files(cls, root):
+        _fetch(urls, file, md5)
+    return [cls(str(root), train=t, download=True) for t in (True, False)]
+
+
+def _torchvision_files(cls, root: Path) -> list[tuple[list[str], Path, str]]:
+    """(mirror URLs, file, md5) of each file `cls(root, download=True)` would download."""
+    if hasattr(cls, "mirrors"):  # MNIST, FashionMNIST: root/<class>/raw/<file> from any mirror
+        raw = root / cls.__name__ / "raw"
+        return [([mirror + file for mirror in cls.mirrors], raw / file, md5) for file, md5 in cls.resources]
+    return [([cls.url], root / cls.filename, cls.tgz_md5)]  # CIFAR10: one archive
+
+
+def _fetch(urls: list[str], file: Path, md5: str) -> None:
+    from torchvision.datasets.utils import check_integrity
+
+    if check_integrity(str(file), md5):
+        return
+    file.parent.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for url in urls:
+        part = file.with_name(file.name + ".part")
+        request = urllib.request.Request(url, headers={"User-Agent": "latent-explorer"})
+        try:  # the timeout bounds the connection and each read: a dead network fails fast
+            with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response, open(part, "wb") as f:
+                shutil.copyfileobj(response, f)
+        except OSError as err:  # URLError and socket timeouts are OSErrors
+            part.unlink(missing_ok=True)
+            errors.append(f"{url}: {err}")
+            continue
+        os.replace(part, file)
+        if check_integrity(str(file), md5):
+            return
+        errors.append(f"{url}: checksum mismatch")
+    raise OSError(f"cannot fetch {file.name} ({'; '.join(errors)})")
 
 
 def load_npz(path: Path) -> ImageDataset:
