@@ -142,3 +142,11 @@ def test_fetch_tries_each_mirror_until_the_checksum_matches(tmp_path, monkeypatc
     assert (tmp_path / "raw" / "f.gz").read_bytes() == b"the real bytes"
     with pytest.raises(OSError, match="checksum mismatch"):
         data_mod._fetch(["http://a/f.gz"], tmp_path / "g.gz", md5)
+
+
+def test_the_folder_cache_sees_an_image_added_inside_a_class_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENT_EXPLORER_DATA", str(tmp_path / "cache"))
+    _write_folder(tmp_path / "pets")
+    assert len(load_dataset(str(tmp_path / "pets")).train) == 6
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "pets" / "train" / "cat" / "new.png")
+    assert len(load_dataset(str(tmp_path / "pets")).train) == 7

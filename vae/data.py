@@ -311,9 +311,17 @@ def _decode_folder(path: Path, ds) -> ImageSplit:
 
 
 def _folder_cache_file(path: Path) -> Path:
-    stamp = f"{path.resolve()}:{(path / 'train').stat().st_mtime}:{(path / 'test').stat().st_mtime}"
-    digest = hashlib.sha256(stamp.encode()).hexdigest()[:16]
-    return default_root() / "folder-cache" / f"{path.name}-{digest}.npz"
+    """The cache's name holds a digest of every file's path, size and mtime: a folder's own mtime
+    changes only when an entry directly inside it does, not when a class folder gains an image."""
+    digest = hashlib.sha256(str(path.resolve()).encode())
+    for split in ("train", "test"):
+        for folder, dirs, files in os.walk(path / split, followlinks=True):  # as ImageFolder walks
+            dirs.sort()
+            for name in sorted(files):
+                st = os.stat(os.path.join(folder, name))
+                digest.update(f"\0{os.path.relpath(folder, path)}/{name}:{st.st_size}:{st.st_mtime_ns}".encode(
+                    "utf-8", "surrogateescape"))
+    return default_root() / "folder-cache" / f"{path.name}-{digest.hexdigest()[:16]}.npz"
 
 
 def _write_folder_cache(file: Path, data: ImageDataset) -> None:
