@@ -136,8 +136,7 @@ def _data(n_train=256, n_test=64) -> ImageDataset:
 
 
 def _train(**config) -> tuple[dict, Trainer]:
-    torch.manual_seed(0)  # same initial weights for every call
-    models = make_pair("mnist-2d", (1, 28, 28))
+    models = make_pair("mnist-2d", (1, 28, 28), seed=0)  # same initial weights for every call
     trainer = Trainer(models, _data(), TrainConfig(epochs=2, batch_size=32, seed=5, device="cpu", **config))
     return trainer.fit().history, trainer
 
@@ -152,8 +151,10 @@ def test_trainer_uses_fused_step_and_trains_like_autograd():
             for part in ("train", "test"):
                 for key, value in b[part].items():
                     assert a[part][key] == pytest.approx(value, rel=1e-3, abs=1e-3), (name, part, key)
+        # 16 Adam steps amplify the 1e-7 differences of the two gradients: over initial seeds 0-3 the
+        # largest weight difference is 2e-5 to 1.7e-4
         for p, q in zip(fused_trainer.models[name].parameters(), plain_trainer.models[name].parameters()):
-            torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
+            torch.testing.assert_close(p, q, rtol=1e-3, atol=5e-4)
 
 
 @pytest.mark.parametrize("preset", ["mnist-2d", "tutorial-mnist-mlp"])  # fused and autocast paths
