@@ -163,3 +163,10 @@ def test_the_model_pages_find_a_data_set_in_the_same_data_folder(tmp_path, bands
     found = data_for({"name": "bands", "source": "/gone/bands.npz"}, (1, 28, 28), allow_download=False)
     assert found.source == str(tmp_path / "data" / "bands.npz") and len(found.train) == 600
     assert data_mod.local_copy("embedded-mnist") is None and data_mod.local_copy("../bands") is None
+
+
+def test_the_old_name_of_the_data_setting_is_not_read_but_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENT_EXPLORER_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("LATENT_EXPLORER_DATA_DIR", str(tmp_path / "old"))
+    with pytest.warns(UserWarning, match="set LATENT_EXPLORER_DATA instead"):
+        assert data_mod.default_root() == tmp_path / "data"
