@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .checkpoint import read_metadata
-from .data import DOWNLOADABLE, EMBEDDED, ImageDataset, default_root, load_dataset, local_copy
+from .data import DOWNLOADABLE, EMBEDDED, ImageDataset, load_dataset, local_copy
 from .errors import CheckpointError, DatasetError
 
 SUFFIXES = {"ae": "-ae.safetensors", "vae": "-vae.safetensors"}
@@ -102,4 +102,4 @@ def data_for(dataset_meta: dict, image_shape: tuple, allow_download: bool = True
         data.notes += errors + [f"Showing the {len(data.test):,} embedded MNIST test digits instead of {name or 'the training data'}."]
         return data
     raise DatasetError(" ".join(errors) + f" No local copy of {name!r} either: put {name}.npz or {name}/train, {name}/test "
-                       f"in the data folder {default_root()} (LATENT_EXPLORER_DATA).")
+                       "in the data folder (LATENT_EXPLORER_DATA).")
