@@ -2,6 +2,7 @@
 field, and a training process killed (SIGKILL) at a random moment while it saves every epoch."""
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -208,3 +210,102 @@ def test_sigkill_of_a_training_process_at_a_random_moment_leaves_loadable_checkp
     assert {ck.config.latent_dim for ck in loaded.values()} == {make_pair("mnist-mlp", (1, 28, 28))["vae"].config.latent_dim}
     pairs, problems = find_pairs([tmp_path])  # a leftover temporary file is not taken for a checkpoint
     assert [p.name for p in pairs] == ["killed"] and problems == [], (seed, in_flight, problems)
+
+
+# --- hostile uploads (vae/uploads.py, as the Train page calls it) ----------------------------------------
+# Each refusal must be a DatasetError (the page shows it; anything else is a traceback) that names
+# the member as it is inside the upload, never the server's folder.
+def _refusal(tmp_path, name: str, data: bytes, limits=None) -> str:
+    from vae.errors import DatasetError
+    from vae.uploads import UploadLimits, store_upload
+
+    folder = tmp_path / "uploads"
+    with pytest.raises(DatasetError) as refused:
+        store_upload(name, data, folder, limits or UploadLimits())
+    message = str(refused.value)
+    assert str(tmp_path) not in message and ".upload-" not in message, message
+    assert not any(p.is_file() for p in folder.rglob("*")) if folder.exists() else True  # nothing stored
+    return message
+
+
+def _folder_zip(files: dict[str, bytes]) -> bytes:
+    from test_uploads import zip_bytes
+
+    return zip_bytes(files)
+
+
+def _images(classes=("a", "b"), size=(8, 8), name="{i}.png", n=2) -> dict[str, bytes]:
+    from test_uploads import png
+
+    return {f"set/{split}/{c}/{name.format(i=i)}": png(size=size, value=40 * i)
+            for split in ("train", "test") for c in classes for i in range(n)}
+
+
+@pytest.mark.parametrize("long_part", ["file", "class"])
+def test_a_member_name_over_the_file_systems_limit_is_refused_by_its_name(tmp_path, long_part):
+    files = _images()
+    long = "é" * 150  # 300 bytes in UTF-8: over the 255 bytes a file name may have
+    for split in ("train", "test"):  # in both splits, so that the classes match
+        files[f"set/{split}/a/{long}.png" if long_part == "file" else f"set/{split}/{long}/0.png"] = files["set/train/a/0.png"]
+    message = _refusal(tmp_path, "long.zip", _folder_zip(files))
+    assert "long.zip" in message and "too long" in message and "255" in message
+
+
+def test_an_unreadable_image_is_named_as_inside_the_zip(tmp_path):
+    files = _images()
+    files["set/train/a/1.png"] = files["set/train/a/1.png"][:45]  # its header, then cut inside the pixels: fails when decoded
+    message = _refusal(tmp_path, "cut.zip", _folder_zip(files))
+    assert "cut.zip" in message and "set/train/a/1.png" in message
+
+
+def test_one_class_limit_for_zips_and_npz_files(tmp_path):
+    import numpy as np
+    from test_uploads import good_arrays, npz_bytes
+    from vae.uploads import UploadLimits
+
+    limits = UploadLimits(max_classes=3)
+    message = _refusal(tmp_path, "many.zip", _folder_zip(_images(classes="abcd", n=1)), limits)
+    assert "4 classes" in message and "at most 3" in message
+    arrays = good_arrays()
+    arrays["y_train"] = np.arange(len(arrays["y_train"])) % 4
+    assert "below 3" in _refusal(tmp_path, "many.npz", npz_bytes(**arrays), limits)
+    assert UploadLimits().max_classes == 1000  # what the server takes by default, zip or npz
+
+
+def test_images_too_small_to_train_on_are_refused_with_the_sizes_that_work(tmp_path):
+    from test_uploads import good_arrays, npz_bytes
+
+    for name, data in [("dots.zip", _folder_zip(_images(size=(1, 1)))),
+                       ("dots.npz", npz_bytes(**good_arrays(shape=(1, 1))))]:
+        message = _refusal(tmp_path, name, data)
+        assert "1×1" in message and "from 8×8 to 256×256" in message, message
+
+
+@pytest.mark.parametrize("first,second", [("set/train/Cat/0.png", "set/train/cat/0.png"),
+                                          ("set/train/a/x.png", "set/train/a/X.png"),
+                                          ("set/train/a/x.png", "set/train/a/x.png")])
+def test_names_that_differ_only_in_case_are_refused(tmp_path, first, second):
+    """Unpacked, one would overwrite the other (or on a case-insensitive disk, merge two classes)."""
+    import zipfile
+
+    from test_uploads import png
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z, pytest.warns(UserWarning) if first == second else nullcontext():
+        for member in (first, second):  # in both splits, so that the classes match
+            for split in ("train", "test"):
+                z.writestr(member.replace("/train/", f"/{split}/"), png())
+        for member, data in _images().items():
+            z.writestr(member, data)
+    message = _refusal(tmp_path, "case.zip", buf.getvalue())
+    assert first in message and second in message and "case" in message
+
+
+def test_names_with_control_characters_or_bytes_that_are_not_utf8_are_refused(tmp_path):
+    files = _images()
+    files["set/train/a/b\nc.png"] = files["set/train/a/0.png"]
+    assert "control character" in _refusal(tmp_path, "ctrl.zip", _folder_zip(files))
+    files = _images()
+    files["set/train/a/é.png"] = files["set/train/a/0.png"]  # the zip flags its names as UTF-8...
+    data = _folder_zip(files).replace("é".encode(), b"\xff\xfe")  # ...then holds bytes that are not
+    assert "ctrl" not in _refusal(tmp_path, "bytes.zip", data)

@@ -105,3 +105,13 @@ def test_strip_optimizer_keeps_the_model_and_shrinks_the_file(tmp_path, model):
     ck = load_checkpoint(path)
     assert ck.optimizer_state is None and ck.epoch == 2 and path.stat().st_size < full / 2
     assert oct(path.stat().st_mode & 0o777) != oct(0o600)  # readable by the server's user
+
+
+def test_saving_leaves_the_process_umask_alone_and_sets_the_mode_itself(tmp_path, model, monkeypatch):
+    # os.umask is process-wide: changing it even for a moment from the training thread makes any
+    # file another thread creates in that moment world-writable
+    calls = []
+    monkeypatch.setattr("os.umask", lambda *a: calls.append(a) or 0o022)
+    path = save_checkpoint(Checkpoint(model), tmp_path / "m.safetensors")
+    assert calls == []
+    assert path.stat().st_mode & 0o777 == 0o644

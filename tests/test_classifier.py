@@ -120,3 +120,10 @@ def test_cli_trains_and_prints_accuracy(tmp_path, capsys):
 def test_cli_reports_bad_data(tmp_path, capsys):
     assert main(["--data", str(tmp_path / "nope.npz"), "--out", str(tmp_path / "c.safetensors")]) == 2
     assert "nope.npz" in capsys.readouterr().err
+
+
+def test_a_failed_prediction_leaves_the_model_in_the_mode_it_was_in():
+    model = Classifier(default_config((1, SIZE, SIZE), 4)).train()
+    with pytest.raises(RuntimeError):
+        model.probs(torch.zeros(2, 3, SIZE + 1, SIZE + 1, dtype=torch.uint8))  # not the images it reads
+    assert model.training

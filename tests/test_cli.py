@@ -1,7 +1,10 @@
+import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import torch
 
 from vae import load_checkpoint
 from vae.cli import train_main
@@ -51,3 +54,45 @@ def test_cli_errors_name_the_parameter(args, message, npz_file, capsys, tmp_path
 def test_unknown_preset_via_the_module_entry_point():
     proc = subprocess.run([sys.executable, "-m", "vae.train", "--preset", "nope"], capture_output=True, text=True)
     assert proc.returncode == 2 and "invalid choice: 'nope'" in proc.stderr
+
+
+def test_the_same_command_twice_gives_the_same_weights_bit_for_bit(npz_file, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    weights = []
+    for run, global_seed in enumerate((1, 2)):  # whatever the process's generator held before
+        torch.manual_seed(global_seed)
+        out = tmp_path / f"run{run}"
+        assert train_main(["--preset", "mnist-2d", "--data", str(npz_file), "--epochs", "1", "--batch-size", "16",
+                           "--seed", "3", "--out", str(out)]) == 0
+        weights.append({k: load_file(f"{out}-{k}.safetensors") for k in ("ae", "vae")})
+    for kind in ("ae", "vae"):
+        first, second = weights[0][kind], weights[1][kind]
+        assert first.keys() == second.keys()
+        assert all(torch.equal(first[name], second[name]) for name in first), kind
+
+
+def test_help_says_each_default_once():
+    from vae.cli import build_parser
+
+    text = build_parser().format_help()
+    entries = re.split(r"\n  (?=-)", text.split("options:", 1)[1])  # one entry per option
+    assert len(entries) > 10
+    for entry in entries:
+        assert "(default: None)" not in entry and entry.count("default") <= 1, entry
+
+
+@pytest.mark.parametrize("shape,preset", [((28, 28), "mnist-2d"), ((8, 8, 3), "cifar-conv"), ((6, 6, 3), "mnist-2d")])
+def test_without_preset_the_data_chooses_one_and_the_cli_says_which(tmp_path, capsys, shape, preset):
+    x = np.random.default_rng(0).integers(0, 256, (20, *shape), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=np.arange(20) % 2, x_test=x[:8], y_test=np.arange(8) % 2)
+    code = train_main(["--data", str(tmp_path / "d.npz"), "--epochs", "1", "--batch-size", "8",
+                       "--out", str(tmp_path / "m")])
+    captured = capsys.readouterr()
+    assert code == 0 and f"--preset {preset}" in captured.err and f"of {preset} on d" in captured.out
+    assert load_checkpoint(tmp_path / "m-vae.safetensors").config.preset == preset
+
+
+def test_without_preset_or_data_the_cli_asks_for_one(capsys):
+    assert train_main([]) == 2
+    assert "--preset" in capsys.readouterr().err

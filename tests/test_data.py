@@ -108,3 +108,65 @@ def test_batches_cover_the_split_once(blobs):
     seen = torch.cat([y for _, y in blobs.train.batches(50, torch.Generator().manual_seed(0))])
     assert len(seen) == len(blobs.train)
     assert sorted(seen.tolist()) == sorted(blobs.train.labels.tolist())
+
+
+def test_a_download_times_out_by_itself_and_leaves_the_process_socket_default_alone(tmp_path, monkeypatch):
+    # socket.setdefaulttimeout is process-wide: set around a download, it changes every socket the
+    # server opens meanwhile (in every thread)
+    import socket
+    import urllib.error
+    import urllib.request
+
+    calls = []
+
+    def offline(request, *args, timeout=None, **kwargs):
+        calls.append((timeout, socket.getdefaulttimeout()))
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    default = socket.getdefaulttimeout()
+    with pytest.raises(DatasetError, match="Could not download mnist"):
+        data_mod.load_torchvision("mnist", tmp_path)
+    assert calls and all(c == (data_mod.DOWNLOAD_TIMEOUT_S, default) for c in calls), calls
+
+
+def test_fetch_tries_each_mirror_until_the_checksum_matches(tmp_path, monkeypatch):
+    import hashlib
+    import io
+    import urllib.request
+
+    served = {"http://a/f.gz": b"corrupt", "http://b/f.gz": b"the real bytes"}
+    monkeypatch.setattr(urllib.request, "urlopen", lambda request, timeout: io.BytesIO(served[request.full_url]))
+    md5 = hashlib.md5(b"the real bytes").hexdigest()
+    data_mod._fetch(["http://a/f.gz", "http://b/f.gz"], tmp_path / "raw" / "f.gz", md5)
+    assert (tmp_path / "raw" / "f.gz").read_bytes() == b"the real bytes"
+    with pytest.raises(OSError, match="checksum mismatch"):
+        data_mod._fetch(["http://a/f.gz"], tmp_path / "g.gz", md5)
+
+
+def test_the_folder_cache_sees_an_image_added_inside_a_class_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENT_EXPLORER_DATA", str(tmp_path / "cache"))
+    _write_folder(tmp_path / "pets")
+    assert len(load_dataset(str(tmp_path / "pets")).train) == 6
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "pets" / "train" / "cat" / "new.png")
+    assert len(load_dataset(str(tmp_path / "pets")).train) == 7
+
+
+def test_the_model_pages_find_a_data_set_in_the_same_data_folder(tmp_path, bands_npz, monkeypatch):
+    import shutil
+
+    from vae.catalog import data_for
+
+    monkeypatch.setenv("LATENT_EXPLORER_DATA", str(tmp_path / "data"))
+    (tmp_path / "data").mkdir()
+    shutil.copy(bands_npz, tmp_path / "data" / "bands.npz")
+    found = data_for({"name": "bands", "source": "/gone/bands.npz"}, (1, 28, 28), allow_download=False)
+    assert found.source == str(tmp_path / "data" / "bands.npz") and len(found.train) == 600
+    assert data_mod.local_copy("embedded-mnist") is None and data_mod.local_copy("../bands") is None
+
+
+def test_the_old_name_of_the_data_setting_is_not_read_but_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENT_EXPLORER_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("LATENT_EXPLORER_DATA_DIR", str(tmp_path / "old"))
+    with pytest.warns(UserWarning, match="set LATENT_EXPLORER_DATA instead"):
+        assert data_mod.default_root() == tmp_path / "data"

@@ -136,8 +136,7 @@ def _data(n_train=256, n_test=64) -> ImageDataset:
 
 
 def _train(**config) -> tuple[dict, Trainer]:
-    torch.manual_seed(0)  # same initial weights for every call
-    models = make_pair("mnist-2d", (1, 28, 28))
+    models = make_pair("mnist-2d", (1, 28, 28), seed=0)  # same initial weights for every call
     trainer = Trainer(models, _data(), TrainConfig(epochs=2, batch_size=32, seed=5, device="cpu", **config))
     return trainer.fit().history, trainer
 
@@ -152,8 +151,10 @@ def test_trainer_uses_fused_step_and_trains_like_autograd():
             for part in ("train", "test"):
                 for key, value in b[part].items():
                     assert a[part][key] == pytest.approx(value, rel=1e-3, abs=1e-3), (name, part, key)
+        # 16 Adam steps amplify the 1e-7 differences of the two gradients: over initial seeds 0-3 the
+        # largest weight difference is 2e-5 to 1.7e-4
         for p, q in zip(fused_trainer.models[name].parameters(), plain_trainer.models[name].parameters()):
-            torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
+            torch.testing.assert_close(p, q, rtol=1e-3, atol=5e-4)
 
 
 @pytest.mark.parametrize("preset", ["mnist-2d", "tutorial-mnist-mlp"])  # fused and autocast paths
@@ -171,3 +172,20 @@ def test_bfloat16_training_lowers_the_loss_and_evaluates_in_float32(preset):
 def test_train_config_refuses_unknown_precision_and_fused_values(bad):
     with pytest.raises(ConfigError, match=next(iter(bad))):
         TrainConfig(**bad)
+
+
+def test_a_log_variance_past_the_clamp_gives_autograds_values_and_gradients():
+    """Posterior clamps log sigma^2 to [-30, 20]: no gradient flows through a clamped entry."""
+    ref, ours = _twins(latent_dim=6, beta=1.0)
+    with torch.no_grad():
+        for m in (ref, ours):
+            m.to_logvar.bias.copy_(torch.tensor([100.0, -100.0, 0.0, 0.0, 100.0, 0.0]))
+    x = _images()
+    t_ref = ref.loss(x, generator=torch.Generator().manual_seed(7))
+    t_ref.total.mean().backward()
+    t_ours = fused.FusedLoss(ours).step_gradients(x, generator=torch.Generator().manual_seed(7))
+    assert torch.isfinite(t_ours.total).all()
+    torch.testing.assert_close(t_ours.total, t_ref.total.detach(), rtol=1e-5, atol=1e-3)
+    for (name, p), g in zip(ref.named_parameters(), _grads(ours)):
+        # sigma = 2e4 makes decoder gradients of 1e5: float32 sums of such terms differ in the 6th digit
+        torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-5 * float(p.grad.abs().max()), msg=name)

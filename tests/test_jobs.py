@@ -233,3 +233,22 @@ def test_built_in_data_is_loaded_once_per_registry_and_threads_are_restored(tmp_
     t.start()
     t.join()
     assert seen == [before]  # threads created after the jobs get the count they had before
+
+
+def test_a_job_trains_on_the_local_copy_in_the_data_folder_without_downloading(tmp_path, bands_npz, monkeypatch):
+    import shutil
+    import urllib.request
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a local copy is there: nothing should be downloaded")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.setenv("LATENT_EXPLORER_DATA", str(tmp_path / "data"))  # the one data setting (README)
+    (tmp_path / "data").mkdir()
+    shutil.copy(bands_npz, tmp_path / "data" / "mnist.npz")
+    reg = JobRegistry(tmp_path / "trained", train_threads=1)
+    job, _ = reg.submit(JobSpec(dataset="mnist", preset="mnist-2d", epochs=1, batch_size=64, limit_train=128))
+    assert job.join(30) and job.state == "done", job.view().error
+    view = job.view()
+    assert view.notes == () and view.classes == ("0", "1", "2")  # the bands, not the fallback digits
+    assert load_checkpoint(view.checkpoints["vae"]).dataset["source"] == str(tmp_path / "data" / "mnist.npz")

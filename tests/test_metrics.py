@@ -256,3 +256,13 @@ def test_evaluate_pair_end_to_end(tmp_path, capsys):
 def test_format_table_marks_undefined_figures():
     table = format_table({"ae": {"recon": 1.0}, "vae": {"recon": 2.0, "iwae_nll": 3.0}})
     assert "IWAE NLL" in table and " -" in table.splitlines()[2]
+
+
+def test_a_failed_evaluation_leaves_the_model_in_the_mode_it_was_in():
+    from vae.data import ImageSplit
+
+    model = Autoencoder(ModelConfig(family="mlp", hidden=(8,), latent_dim=2)).train()
+    wrong = ImageSplit(torch.zeros(3, 1, 5, 5, dtype=torch.uint8), torch.zeros(3, dtype=torch.int64))
+    with pytest.raises(RuntimeError):
+        metrics.likelihood_metrics(model, wrong)
+    assert model.training

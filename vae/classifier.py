@@ -29,6 +29,7 @@ from torch import nn
 
 from .data import ImageDataset, ImageSplit
 from .errors import CheckpointError, ConfigError, run_cli
+from .latent import _evaluating
 
 FORMAT = "latent-explorer-classifier/1"
 _META_KEY = "latent_explorer"
@@ -122,11 +123,9 @@ class Classifier(nn.Module):
 
     @torch.no_grad()
     def _batched(self, fn, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-        was_training = self.training
-        self.eval()
         device = next(self.parameters()).device
-        out = [fn(as_unit_float(chunk).to(device)).cpu() for chunk in images.split(batch_size)]
-        self.train(was_training)
+        with _evaluating(self):  # a shared model: back in its mode even if this raises
+            out = [fn(as_unit_float(chunk).to(device)).cpu() for chunk in images.split(batch_size)]
         return torch.cat(out) if out else torch.empty(0)
 
 

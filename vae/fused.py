@@ -27,7 +27,7 @@ from torch import nn
 
 from .errors import ConfigError
 from .losses import LossTerms
-from .models import Autoencoder
+from .models import LOGVAR_RANGE, Autoencoder
 
 # A Linear layer's matmuls run in the low precision only when its weight has at least this many
 # entries: for small ones a bfloat16 product is no faster than float32 and the casts are not free
@@ -112,6 +112,7 @@ class _Saved:
     eps: torch.Tensor | None = None
     mean: torch.Tensor | None = None
     std: torch.Tensor | None = None
+    logvar_free: torch.Tensor | None = None  # where the log-variance was inside LOGVAR_RANGE (not clamped)
 
 
 def _forward(x: torch.Tensor, eps: torch.Tensor | None, loss: FusedLoss) -> tuple[LossTerms, _Saved]:
@@ -138,12 +139,14 @@ def _forward(x: torch.Tensor, eps: torch.Tensor | None, loss: FusedLoss) -> tupl
     if eps is None:  # AE: z is the mean, no KL
         z, kl = head, torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     else:
-        mean, logvar = head.chunk(2, dim=1)
+        mean, raw_logvar = head.chunk(2, dim=1)
+        logvar = raw_logvar.clamp(*LOGVAR_RANGE)  # as Posterior does
         std = torch.exp(0.5 * logvar)
         z = torch.addcmul(mean, std, eps)
         # KL = 1/2 sum(sigma^2 + mu^2 - 1 - log sigma^2), with the -1 summed outside
         kl = torch.addcmul(std * std - logvar, mean, mean).sum(1).sub_(mean.shape[1]).mul_(0.5)
         saved.eps, saved.mean, saved.std = eps, mean, std
+        saved.logvar_free = logvar == raw_logvar
     acts.append(z)
     for i in range(n_enc + 1, n_enc + n_dec):
         acts.append(linear(i).relu_())
@@ -177,6 +180,7 @@ def _backward(s: _Saved, w_recon, w_kl) -> list[torch.Tensor]:
         if w_kl is not None:
             g_mean = g_mean + s.mean * w_kl
             g_logvar += (s.std * s.std - 1).mul_(w_kl * 0.5)
+        g_logvar = g_logvar.mul_(s.logvar_free)  # the clamp passes no gradient where it bites
         g = torch.cat([g_mean, g_logvar], dim=1)
     g = linear_back(g, s.n_enc)
     for i in range(s.n_enc - 1, -1, -1):  # encoder; x needs no gradient

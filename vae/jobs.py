@@ -301,9 +301,9 @@ class TrainingJob:
         if self.stop_event.is_set():
             self._finish("stopped")
             return
-        torch.manual_seed(spec.seed)  # the initial weights (global RNG: concurrent jobs may interleave)
         try:
-            models = make_pair(spec.preset, data.image_shape, spec.kinds, spec.latent_dim, spec.beta)
+            models = make_pair(spec.preset, data.image_shape, spec.kinds, spec.latent_dim, spec.beta,
+                               seed=spec.seed)
         except ConfigError as err:
             if data.notes:  # a failed download fell back to digits this preset cannot read
                 raise DatasetError(f"{spec.dataset} could not be loaded, and the fallback {data.name} images "

@@ -23,6 +23,7 @@ import torch
 from . import losses
 from .data import ImageSplit
 from .errors import ConfigError
+from .latent import _evaluating
 from .models import Autoencoder
 
 
@@ -35,17 +36,15 @@ def likelihood_metrics(model: Autoencoder, split: ImageSplit, batch_size: int = 
     the AE's use its code. bits/dim is reported for Gaussian likelihoods on colour images.
     """
     device = torch.device(device) if device else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     sums = {"recon": 0.0, "kl": 0.0, "loss": 0.0}
-    for images, _ in split.batches(batch_size, shuffle=False):
-        x = model.preprocess(images.to(device))
-        terms = model.loss(x, generator=gen)
-        sums["recon"] += float(terms.recon.sum())
-        sums["kl"] += float(terms.kl.sum())
-        sums["loss"] += float(terms.total.sum())
-    model.train(was_training)
+    with _evaluating(model):  # the trainer's models: back in training mode even if this raises
+        for images, _ in split.batches(batch_size, shuffle=False):
+            x = model.preprocess(images.to(device))
+            terms = model.loss(x, generator=gen)
+            sums["recon"] += float(terms.recon.sum())
+            sums["kl"] += float(terms.kl.sum())
+            sums["loss"] += float(terms.total.sum())
     out = {k: v / len(split) for k, v in sums.items()}
     cfg = model.config
     if cfg.variational:

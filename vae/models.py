@@ -19,6 +19,9 @@ FAMILIES = ("mlp", "tutorial-mlp", "conv", "resnet18")
 LIKELIHOODS = ("bernoulli", "gaussian-fixed", "gaussian-learned")
 DATA_RANGES = ("unit", "symmetric")
 KL_ESTIMATORS = ("closed-form", "monte-carlo")
+# log sigma^2 is clamped to this range (as diffusers' DiagonalGaussianDistribution): sigma from
+# 3e-7 to 2e4, so a diverging run gives a large loss, not exp(logvar) = inf and NaN gradients
+LOGVAR_RANGE = (-30.0, 20.0)
 
 
 @dataclass
@@ -95,6 +98,8 @@ class Posterior:
     """q(z|x) = N(mean, diag exp(logvar)); a point mass at `mean` when logvar is None (the AE)."""
 
     def __init__(self, mean: torch.Tensor, logvar: torch.Tensor | None = None):
+        if logvar is not None:
+            logvar = logvar.clamp(*LOGVAR_RANGE)  # no gradient flows through a clamped entry
         self.mean, self.logvar = mean, logvar
 
     @property

@@ -83,6 +83,24 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
 ]}
 
 
+# What `python -m vae.train --data X` trains when no preset is named, by the images' channels:
+# the first of these that can be built for the images' size. mnist-2d's 2-D latent space is the
+# map itself, and an MLP takes any size; cifar-conv trains on colour images on a CPU in minutes
+# but needs sides divisible by 8.
+DEFAULT_PRESETS = {1: ("mnist-2d",), 3: ("cifar-conv", "mnist-2d")}
+
+
+def default_preset(image_shape) -> str:
+    """The preset to train on images of shape (C, H, W) when none is named."""
+    for name in DEFAULT_PRESETS.get(image_shape[0], ()) + ("mnist-2d",):
+        try:
+            PRESETS[name].config(True, image_shape=image_shape)
+        except ConfigError:
+            continue
+        return name
+    raise ConfigError(f"no preset can be built for images of shape {tuple(image_shape)}")
+
+
 def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]

@@ -27,6 +27,7 @@ from .models import Autoencoder
 
 
 PRECISIONS = ("float32", "bfloat16")
+_GLOBAL_RNG_LOCK = threading.Lock()  # held while this module seeds or draws from torch's global generator
 
 
 @dataclass
@@ -127,7 +128,8 @@ class Trainer:
         self.save_optimizer = save_optimizer  # False: smaller files that cannot resume exactly
         self.device = pick_device(config.device)
         self.history: dict[str, list] = {name: [] for name in models}
-        self.start_epoch = 0
+        self.start_epoch, self.start_batch = 0, 0  # a resume starts here: epochs done, then batches done
+        self._resume_state: dict[str, dict] = {}  # name -> the trainer_state a mid-epoch stop saved
         self.test: dict[str, dict] = {}
         self.optimizers = {name: self._make_optimizer(m) for name, m in models.items()}
         self.loss_fns = {name: self._loss_fn(m) for name, m in models.items()}
@@ -157,10 +159,13 @@ class Trainer:
         return autocast_loss
 
     def _resume(self, resume: dict[str, Checkpoint]) -> None:
-        epochs = {ck.epoch for ck in resume.values()}
-        if len(epochs) != 1:
-            raise ConfigError(f"cannot resume models saved at different epochs {sorted(epochs)}")
-        self.start_epoch = epochs.pop()
+        positions = {(ck.epoch, ck.batches_done) for ck in resume.values()}
+        if len(positions) != 1:
+            raise ConfigError(f"cannot resume models saved at different (epoch, batch) positions {sorted(positions)}")
+        self.start_epoch, self.start_batch = positions.pop()
+        if self.start_batch:
+            self._check_mid_epoch_resume(next(iter(resume.values())))
+            self._resume_state = {name: ck.trainer_state for name, ck in resume.items()}
         for name, ck in resume.items():
             self.models[name].load_state_dict(ck.model.state_dict())
             if ck.optimizer_state is not None:
@@ -170,32 +175,42 @@ class Trainer:
             self.history[name] = list(ck.history)
             self.test[name] = dict(ck.metrics)
 
+    def _check_mid_epoch_resume(self, ck: Checkpoint) -> None:
+        """A stop mid-epoch resumes at the next batch of the same shuffle and noise stream: only
+        the seed, batch size, training split and kind of device that drew them can continue them."""
+        saved = {"seed": ck.train.get("seed"), "batch_size": ck.train.get("batch_size"),
+                 "training images": ck.dataset.get("train_size"),
+                 "device": str(ck.extra.get("device", "")).split(":")[0]}  # its noise generator's kind
+        here = {"seed": self.config.seed, "batch_size": self.config.batch_size,
+                "training images": len(self.data.train), "device": self.device.type}
+        differ = [f"{k} {saved[k]} (now {here[k]})" for k in saved if saved[k] != here[k]]
+        if differ:
+            raise ConfigError(f"{ck.path or 'the checkpoint'} was stopped {ck.batches_done} batches into epoch "
+                              f"{ck.epoch + 1} with {', '.join(differ)}: resume with the same values")
+
     # --- the loop -----------------------------------------------------------------------
     def fit(self) -> TrainResult:
         cfg = self.config
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
-        torch.manual_seed(cfg.seed)
+        with _GLOBAL_RNG_LOCK:  # not while another thread builds a seeded model (make_pair)
+            torch.manual_seed(cfg.seed)
         train = self.data.train
         # the whole split, resident, one row per image: index_select on rows is ~15x faster than
         # indexing the 4-D tensor (bench/README.md)
         rows = train.images.to(self.device).flatten(1)
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-        self._clock = _Throughput(cfg.epochs - self.start_epoch, steps_per_epoch)
-        step = self.start_epoch * steps_per_epoch
+        step = self._start_step = self.start_epoch * steps_per_epoch + self.start_batch
+        self._clock = _Throughput(cfg.epochs * steps_per_epoch - step)
         progress = self._progress("train", self.start_epoch, step, steps_per_epoch, {})
-        stopped, completed = False, self.start_epoch
+        stopped, completed, position = False, self.start_epoch, None
         for epoch in range(self.start_epoch, cfg.epochs):
-            # per-epoch seeds: a resumed run draws the same batches and noise as an unbroken one
-            order_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-            noise_gen = torch.Generator(device=self.device).manual_seed(cfg.seed * 100_019 + epoch)
-            sums = {name: torch.zeros(3, device=self.device) for name in self.models}
-            seen = 0
+            batches, noise_gen, sums, seen = self._epoch_start(epoch)
             for m in self.models.values():
                 m.train()
-            for idx in torch.randperm(len(train), generator=order_gen).split(cfg.batch_size):
+            for idx in batches:
                 if self.stop_event.is_set():
-                    stopped = True
+                    stopped, position = True, (step - epoch * steps_per_epoch, noise_gen, sums)
                     break
                 batch = rows.index_select(0, idx.to(self.device)).view(-1, *train.images.shape[1:])
                 for name, model in self.models.items():
@@ -211,11 +226,28 @@ class Trainer:
             progress = self._end_epoch(epoch + 1, step, steps_per_epoch, sums, seen)
             completed = epoch + 1
         phase = "stopped" if stopped else "done"
-        checkpoints = self._save_all(completed, stopped) if self.out else {}
+        checkpoints = self._save_all(completed, stopped, position) if self.out else {}
         progress = replace(progress, phase=phase, eta_s=0.0)
         for cb in self.callbacks:
             cb.on_train_end(progress)
         return TrainResult(progress, stopped, checkpoints, self.history, self._clock.elapsed())
+
+    def _epoch_start(self, epoch: int) -> tuple[tuple, torch.Generator, dict, int]:
+        """The epoch's batches (index tensors), its noise generator, running loss sums and images
+        seen: fresh, or, in the epoch a stop mid-epoch left, from where it left them (the batches
+        it trained are skipped, not trained twice)."""
+        cfg = self.config
+        # per-epoch seeds: a resumed run draws the same batches and noise as an unbroken one
+        order_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        noise_gen = torch.Generator(device=self.device).manual_seed(cfg.seed * 100_019 + epoch)
+        batches = torch.randperm(len(self.data.train), generator=order_gen).split(cfg.batch_size)
+        sums = {name: torch.zeros(3, device=self.device) for name in self.models}
+        done = self.start_batch if epoch == self.start_epoch else 0
+        if done:
+            state = next(iter(self._resume_state.values()))
+            noise_gen.set_state(state["noise_generator"])
+            sums = {name: self._resume_state[name]["loss_sums"].to(self.device) for name in self.models}
+        return batches[done:], noise_gen, sums, done * cfg.batch_size
 
     def _step(self, name: str, batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         model, opt, loss_fn = self.models[name], self.optimizers[name], self.loss_fns[name]
@@ -258,16 +290,20 @@ class Trainer:
         losses = getattr(self, "_last_losses", {})
         return Progress(phase=phase, epoch=epoch, epochs=self.config.epochs, step=step,
                         steps_per_epoch=steps_per_epoch, losses=losses,
-                        images_per_s=self._clock.rate(), eta_s=self._clock.eta(step - self.start_epoch * steps_per_epoch),
+                        images_per_s=self._clock.rate(), eta_s=self._clock.eta(step - self._start_step),
                         elapsed_s=self._clock.elapsed(), test={k: dict(v) for k, v in self.test.items()})
 
-    def _save_all(self, epoch: int, stopped: bool) -> dict[str, Path]:
+    def _save_all(self, epoch: int, stopped: bool, position: tuple | None = None) -> dict[str, Path]:
+        """position: (batches done, noise generator, loss sums) of the epoch a stop interrupted."""
+        batches_done, noise_gen, sums = position or (0, None, {})
         saved = {}
         for name, model in self.models.items():
             if name not in self.out:
                 continue
+            state = {"noise_generator": noise_gen.get_state(), "loss_sums": sums[name]} if batches_done else {}
             ck = Checkpoint(model=model, dataset=self.data.describe(), metrics=self.test.get(name, {}),
                             history=self.history[name], train=asdict(self.config), epoch=epoch,
+                            batches_done=batches_done, trainer_state=state,
                             optimizer_state=self.optimizers[name].state_dict() if self.save_optimizer else None,
                             extra={"stopped": stopped, "wall_s": round(self._clock.elapsed(), 1),
                                    "device": str(self.device)})
@@ -278,8 +314,8 @@ class Trainer:
 class _Throughput:
     """Images/s over a sliding window and an ETA for the remaining steps."""
 
-    def __init__(self, epochs: int, steps_per_epoch: int, window: int = 50):
-        self.total = epochs * steps_per_epoch
+    def __init__(self, total_steps: int, window: int = 50):
+        self.total = total_steps
         self.start = time.perf_counter()
         self.marks: list[tuple[float, int]] = [(self.start, 0)]
         self.window = window
@@ -303,16 +339,28 @@ class _Throughput:
 
 
 def make_pair(preset_name: str, image_shape, kinds=("ae", "vae"), latent_dim: int | None = None,
-              beta: float | None = None) -> dict[str, Autoencoder]:
-    """Fresh models of a preset for a data set's image shape."""
+              beta: float | None = None, *, seed: int = 0) -> dict[str, Autoencoder]:
+    """Fresh models of a preset for a data set's image shape, their initial weights drawn from `seed`.
+
+    Each model is drawn from its own generator seeded with `seed` (the global generator is left
+    as it was), so its weights do not depend on what ran before in the process, nor on whether
+    it is trained alone or beside the other member of the pair."""
     from .presets import get_preset
 
     preset = get_preset(preset_name)
     bad = [k for k in kinds if k not in ("ae", "vae")]
     if bad or not kinds:
         raise ConfigError(f"models={list(kinds)!r} is invalid: expected 'ae', 'vae' or both")
-    return {k: Autoencoder(preset.config(k == "vae", image_shape=image_shape, latent_dim=latent_dim, beta=beta))
-            for k in kinds}
+    configs = {k: preset.config(k == "vae", image_shape=image_shape, latent_dim=latent_dim, beta=beta) for k in kinds}
+    return {k: _seeded_model(cfg, seed) for k, cfg in configs.items()}
+
+
+def _seeded_model(config, seed: int) -> Autoencoder:
+    # nn.Module init draws from the global CPU generator, which every thread shares: the lock
+    # keeps two jobs that build or seed at once from drawing from each other's stream
+    with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Autoencoder(config)
 
 
 def on_progress(fn: Callable[[Progress], None]) -> Callback:

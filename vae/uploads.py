@@ -8,11 +8,13 @@ Two kinds of upload, given as the file's name and its bytes:
 Both are zip archives, and a zip's central directory says how big each member claims to be
 before a byte is inflated. So the caps are checked there first (the upload's size, the number of
 members, their total unpacked size and each one's compression ratio: a zip bomb fails before it
-is opened), then each member's name (no absolute paths, no `..`: zip slip), then the .npy headers
-or the image headers (shape, dtype, one image size). Only then is the upload written, under a
-name made from its content hash, fully loaded once with `vae.data` (so every remaining problem is
-reported now, not when a job starts), and moved into place. Every refusal raises DatasetError
-with a message a visitor can act on. Nothing here imports streamlit.
+is opened), then each member's name (no absolute paths, no `..`: zip slip; no control characters,
+none too long for a file system, no two that differ only in case), then the .npy headers or the
+image headers (shape, dtype, one image size, at most `max_classes` classes). Only then is the
+upload written, under a name made from its content hash, fully loaded once with `vae.data` (so
+every remaining problem is reported now, not when a job starts), and moved into place. Every
+refusal raises DatasetError with a message a visitor can act on, naming members as they are
+inside the upload, never a path on the server. Nothing here imports streamlit.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import re
 import shutil
 import stat
 import tempfile
+import unicodedata
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
@@ -34,7 +37,7 @@ from .data import load_image_folder, load_npz
 from .errors import DatasetError
 
 MiB = 2**20
-MAX_CLASSES = 1000
+NAME_MAX_BYTES = 255  # one file or folder name, in UTF-8 bytes: the limit of ext4, XFS, btrfs and most others
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")  # a subset of torchvision's
 JUNK = ("__MACOSX/", ".DS_Store", "Thumbs.db", "desktop.ini")  # what zipping a folder adds on macOS / Windows
@@ -49,6 +52,9 @@ class UploadLimits:
     max_members: int = 100_000  # files in a .zip (MNIST as PNGs: 70,000)
     max_ratio: float = 100.0  # unpacked / packed size of one member (real images and arrays: under 10)
     max_image_side: int = 256  # pixels, per side of one image
+    # smaller images hold too little to map, and the conv presets need sides divisible by 8
+    min_image_side: int = 8
+    max_classes: int = 1000  # class folders of a .zip, or label values of a .npz: one limit for both
 
     @classmethod
     def from_mb(cls, max_upload_mb: int) -> UploadLimits:
@@ -84,19 +90,13 @@ def store_upload(name: str, data: bytes, folder: str | Path, limits: UploadLimit
     stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(name).stem).strip("-")[:40] or "upload"
     target = folder / f"{stem}-{hashlib.sha256(data).hexdigest()[:12]}{'.npz' if suffix == '.npz' else ''}"
     summary = target.parent / f"{target.name}.json"
-    if target.exists() and summary.is_file():
-        return _read_summary(target, summary)
+    stored = _read_summary(target, summary) if target.exists() else None
+    if stored is not None:
+        return stored
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".upload-", dir=folder) as tmp:
         staged = Path(tmp) / target.name
-        if suffix == ".npz":
-            check_npz(name, data, limits)
-            staged.write_bytes(data)
-            loaded = load_npz(staged)
-        else:
-            members = check_image_zip(name, data, limits)
-            _extract(data, members, staged)
-            loaded = load_image_folder(staged, cache=False)
+        loaded = _stage(name, data, staged, suffix == ".npz", limits)
         stored = StoredUpload(target, "npz" if suffix == ".npz" else "folder", tuple(loaded.image_shape),
                               len(loaded.train), len(loaded.test), tuple(loaded.classes))
         del loaded
@@ -107,6 +107,32 @@ def store_upload(name: str, data: bytes, folder: str | Path, limits: UploadLimit
                 raise
         summary.write_text(json.dumps({**asdict(stored), "path": str(target)}))
     return stored
+
+
+def _stage(name: str, data: bytes, staged: Path, is_npz: bool, limits: UploadLimits):
+    """Check the upload, write it at `staged` and load it once with vae.data. The loader's refusals
+    name the server's files: they are reworded to name the members inside the upload."""
+    if is_npz:
+        check_npz(name, data, limits)
+    members = [] if is_npz else check_image_zip(name, data, limits)
+    try:
+        if is_npz:
+            staged.write_bytes(data)
+            return load_npz(staged)
+        _extract(data, members, staged)
+        return load_image_folder(staged, cache=False)
+    except DatasetError as err:
+        raise DatasetError(_named_as_uploaded(str(err), name, staged, members)) from err
+    except OSError as err:  # what this file system refuses and the checks did not foresee; strerror names no path
+        raise DatasetError(f"{name} cannot be unpacked on this server ({err.strerror or type(err).__name__})") from err
+
+
+def _named_as_uploaded(message: str, name: str, staged: Path, members: list[_Member]) -> str:
+    """`message` with each server path in it replaced by the member's name inside the upload."""
+    for m in members:
+        message = message.replace(str(staged / m.split / m.cls / m.file), m.info.filename)
+    message = message.replace(str(staged), name).replace(str(staged.parent), name)
+    return message if message.startswith(name) else f"{name}: {message}"
 
 
 def check_size(name: str, data: bytes, limits: UploadLimits) -> None:
@@ -185,10 +211,7 @@ def check_npz(name: str, data: bytes, limits: UploadLimits) -> dict[str, tuple]:
             raise DatasetError(f"{name}: x_{split} must be uint8 images (0-255), got {xt}")
         if not (len(xs) == 3 or (len(xs) == 4 and xs[-1] in (1, 3))):
             raise DatasetError(f"{name}: x_{split} has shape {xs}; expected N×H×W (grey) or N×H×W×C with C = 1 or 3")
-        side = max(xs[1:3])
-        if side > limits.max_image_side:
-            raise DatasetError(f"{name}: images of {xs[1]}×{xs[2]} pixels; this server takes at most "
-                               f"{limits.max_image_side}×{limits.max_image_side}")
+        _check_image_size(name, "images of", xs[2], xs[1], limits)
         if not (np.issubdtype(yt, np.integer) and ys == (xs[0],)):
             raise DatasetError(f"{name}: y_{split} must be {xs[0]} integer labels (shape ({xs[0]},)), got {yt} {ys}")
         if xs[0] == 0:
@@ -196,21 +219,31 @@ def check_npz(name: str, data: bytes, limits: UploadLimits) -> dict[str, tuple]:
     if shapes["x_train"][0][1:] != shapes["x_test"][0][1:]:
         raise DatasetError(f"{name}: train images are {shapes['x_train'][0][1:]}, test images "
                            f"{shapes['x_test'][0][1:]}: they must match")
-    _check_labels(name, data)
+    _check_labels(name, data, limits)
     return {k: s for k, (s, _) in shapes.items()}
 
 
-def _check_labels(name: str, data: bytes) -> None:
-    """Labels are 0..K-1 with K <= MAX_CLASSES (vae.data makes one class name per value up to the largest)."""
+def _check_image_size(name: str, what: str, width: int, height: int, limits: UploadLimits) -> None:
+    if max(width, height) > limits.max_image_side:
+        raise DatasetError(f"{name}: {what} {width}×{height} pixels; this server takes at most "
+                           f"{limits.max_image_side}×{limits.max_image_side}")
+    if min(width, height) < limits.min_image_side:
+        lo, hi = limits.min_image_side, limits.max_image_side
+        raise DatasetError(f"{name}: {what} {width}×{height} pixels, too small to train on; this server trains on "
+                           f"images from {lo}×{lo} to {hi}×{hi} pixels")
+
+
+def _check_labels(name: str, data: bytes, limits: UploadLimits) -> None:
+    """Labels are 0..K-1 with K <= max_classes (vae.data makes one class name per value up to the largest)."""
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as f:  # reads only the members asked for
             labels = {k: f[k] for k in ("y_train", "y_test")}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise DatasetError(f"{name}: the labels cannot be read ({err})") from err
     for key, y in labels.items():
-        if len(y) and (y.min() < 0 or y.max() >= MAX_CLASSES):
+        if len(y) and (y.min() < 0 or y.max() >= limits.max_classes):
             raise DatasetError(f"{name}: {key} holds labels from {y.min()} to {y.max()}; labels must be class numbers "
-                               f"0, 1, 2, ... below {MAX_CLASSES}")
+                               f"0, 1, 2, ... below {limits.max_classes}")
 
 
 def _npy_header(z: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> tuple[tuple, np.dtype]:
@@ -255,7 +288,7 @@ def check_image_zip(name: str, data: bytes, limits: UploadLimits) -> list[_Membe
             files.append((info, parts))
         if not files:
             raise DatasetError(f"{name} holds no files; zip a folder with train/<class>/* and test/<class>/*")
-        members = _layout(name, files)
+        members = _layout(name, files, limits)
         shape = None
         for m in members:
             try:
@@ -264,9 +297,7 @@ def check_image_zip(name: str, data: bytes, limits: UploadLimits) -> list[_Membe
                     found = (im.width, im.height, "grey" if im.mode in ("L", "1") else "colour")
             except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
                 raise DatasetError(f"{name}: {m.info.filename} is not a readable image ({err})") from err
-            if max(found[:2]) > limits.max_image_side:
-                raise DatasetError(f"{name}: {m.info.filename} is {found[0]}×{found[1]} pixels; this server takes "
-                                   f"at most {limits.max_image_side}×{limits.max_image_side}")
+            _check_image_size(name, f"{m.info.filename} is", found[0], found[1], limits)
             if shape is None:
                 shape, first = found, m.info.filename
             elif found != shape:
@@ -285,6 +316,12 @@ def _safe_parts(name: str, info: zipfile.ZipInfo) -> tuple[str, ...]:
         raise DatasetError(f"{name}: the member {raw!r} points outside the folder ('..'): refused")
     if stat.S_ISLNK(info.external_attr >> 16):
         raise DatasetError(f"{name}: the member {raw!r} is a symbolic link: refused")
+    if any(unicodedata.category(ch) == "Cc" for ch in raw):  # newlines, escapes: they garble logs and pages
+        raise DatasetError(f"{name}: the member {raw!r} has a control character in its name: refused")
+    longest = max((len(p.encode()) for p in parts), default=0)
+    if longest > NAME_MAX_BYTES:  # unpacked, it would fail with "File name too long"
+        raise DatasetError(f"{name}: the member {raw!r} has a name too long for a file system ({longest} bytes; "
+                           f"at most {NAME_MAX_BYTES}): refused")
     return parts
 
 
@@ -293,7 +330,7 @@ def _is_junk(filename: str) -> bool:
         or PurePosixPath(filename).name.startswith("._")
 
 
-def _layout(name: str, files: list[tuple[zipfile.ZipInfo, tuple[str, ...]]]) -> list[_Member]:
+def _layout(name: str, files: list[tuple[zipfile.ZipInfo, tuple[str, ...]]], limits: UploadLimits) -> list[_Member]:
     """train/<class>/<file> and test/<class>/<file>, optionally under one common top folder."""
     tops = {parts[0] for _, parts in files}
     strip = 1 if len(tops) == 1 and next(iter(tops)) not in ("train", "test") else 0
@@ -316,7 +353,25 @@ def _layout(name: str, files: list[tuple[zipfile.ZipInfo, tuple[str, ...]]]) -> 
                            "they must be the same folders")
     if len(classes["train"]) < 2:
         raise DatasetError(f"{name}: only one class folder ({classes['train'][0]}); a map needs at least two")
+    if len(classes["train"]) > limits.max_classes:
+        raise DatasetError(f"{name} has {len(classes['train']):,} classes (class folders); this server takes at most "
+                           f"{limits.max_classes:,}")
+    _check_distinct(name, members)
     return members
+
+
+def _check_distinct(name: str, members: list[_Member]) -> None:
+    """No two members whose unpacked paths differ only in case (or not at all): one would overwrite
+    the other, or, on a case-insensitive disk, two class folders would merge into one."""
+    classes: dict[tuple, _Member] = {}
+    files: dict[tuple, _Member] = {}
+    for m in members:
+        first_of_class = classes.setdefault((m.split, m.cls.casefold()), m)
+        first_of_file = files.setdefault((m.split, m.cls.casefold(), m.file.casefold()), m)
+        clash = first_of_class if first_of_class.cls != m.cls else first_of_file if first_of_file is not m else None
+        if clash is not None:
+            raise DatasetError(f"{name}: {clash.info.filename} and {m.info.filename} differ only in case (or not at "
+                               "all): unpacked, one would overwrite the other. Rename one.")
 
 
 def _extract(data: bytes, members: list[_Member], root: Path) -> None:
@@ -328,13 +383,14 @@ def _extract(data: bytes, members: list[_Member], root: Path) -> None:
             out.write_bytes(_read_member(z, m.info, "the upload"))
 
 
-def _read_summary(target: Path, summary: Path) -> StoredUpload:
+def _read_summary(target: Path, summary: Path) -> StoredUpload | None:
+    """The stored upload, or None when its summary is missing or unreadable (then it is stored again)."""
     try:
         d = json.loads(summary.read_text())
         return StoredUpload(target, d["kind"], tuple(d["image_shape"]), int(d["train_size"]), int(d["test_size"]),
                             tuple(d["classes"]))
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise DatasetError(f"{target}: stored upload without a readable summary ({err}); upload it again") from err
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def remove_upload(path: str | Path) -> None:
