@@ -76,7 +76,7 @@ info = [f"{lmap.label}; {len(lmap.indices):,} test images"]
 align = lmap.alignments.get("ae")
 if align is not None:
     info.append(f"the AE's map is rotated{' and mirrored' if align.reflects else ''} onto the VAE's (Procrustes on "
-                f"the same images) so that the same digits sit in the same place, and scaled ×{align.scale:.3g} to "
+                f"the same images) so that the same classes sit in the same place, and scaled ×{align.scale:.3g} to "
                 f"the same spread")
 if method == "identity" and "ae" in lmap.codes:
     ae = lmap.codes["ae"].mean

@@ -191,7 +191,7 @@ def coordinates_control(latent_dim: int, method: str, both: bool) -> bool:
         format_func={"own": "Each model's own (true scale)", "aligned": "AE aligned onto the VAE"}.get,
         key=f"{COORDS_CHOICE}_widget_{key}",
         help="Own: every code where the encoder put it, on shared axes, with the prior N(0, I) drawn at its true "
-             "size on both maps. Aligned: the AE's map rotated and rescaled onto the VAE's so the same digits sit "
+             "size on both maps. Aligned: the AE's map rotated and rescaled onto the VAE's so the same classes sit "
              "in the same place (its scale is then no longer its own).")
     saved[key] = choice == "aligned"
     return saved[key]
