@@ -1,4 +1,8 @@
-"""`python -m vae.train`: train an AE/VAE pair of a preset, with a progress bar and a summary."""
+"""`python -m vae.train`: train an AE/VAE pair of a preset, with a progress bar and a summary.
+
+Under `torchrun --nproc_per_node=N -m vae.train ...` the same command trains with N processes
+(DistributedDataParallel; --batch-size stays the batch of all of them together); rank 0 alone
+prints and writes the checkpoints."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +13,8 @@ from pathlib import Path
 
 from .checkpoint import load_checkpoint
 from .data import load_dataset
-from .device import has_fast_bfloat16, pick_device
+from .device import has_fast_bfloat16
+from .distributed import init_from_env, one_disk_at_a_time, shutdown
 from .errors import ConfigError, run_cli
 from .presets import DEFAULT_PRESETS, PRESETS, default_preset, get_preset
 from .train import PRECISIONS, Callback, TrainConfig, Trainer, make_pair
@@ -104,12 +109,24 @@ def train_main(argv: list[str] | None = None) -> int:
 def _run(args) -> int:
     if args.preset is None and args.data is None:
         raise ConfigError("give --preset, --data or both (--data alone picks a preset that fits its images)")
-    data = _load_data(args, args.data or get_preset(args.preset).default_dataset)
-    name = args.preset or _chosen_preset(data)
+    group, device = init_from_env(args.device)  # one process, or one of torchrun's
+    try:
+        return _train(args, group, device)
+    finally:
+        shutdown(group)
+
+
+def _train(args, group, device) -> int:
+    main = group.is_main
+    # every process holds the whole data set; the first on each disk downloads and caches it
+    data = one_disk_at_a_time(group, lambda: _load_data(args, args.data or get_preset(args.preset).default_dataset,
+                                                        quiet=not main))
+    name = args.preset or _chosen_preset(data, quiet=not main)
     preset = get_preset(name)
     config = TrainConfig(epochs=_default(args.epochs, preset.epochs), batch_size=_default(args.batch_size, preset.batch_size),
                          lr=args.lr if args.lr is not None else preset.lr, seed=args.seed,
-                         checkpoint_every=args.checkpoint_every, num_threads=args.threads, device=args.device,
+                         checkpoint_every=args.checkpoint_every, num_threads=args.threads,
+                         device=str(device) if group.enabled else args.device,
                          precision=args.precision, fused=not args.autograd)
     kinds = ("ae", "vae") if args.models == "both" else (args.models,)
     models = make_pair(name, data.image_shape, kinds, latent_dim=args.latent_dim, beta=args.beta,
@@ -117,34 +134,40 @@ def _run(args) -> int:
     prefix = args.out or f"checkpoints/{name}"
     out = {k: Path(f"{prefix}-{k}.safetensors") for k in kinds}
     resume = {k: load_checkpoint(p) for k, p in out.items()} if args.resume else None
-    if config.precision == "bfloat16" and not has_fast_bfloat16(pick_device(config.device)):
+    if main and config.precision == "bfloat16" and not has_fast_bfloat16(device):
         print("note: this device has no native bfloat16 matmuls that we know of: --precision bfloat16 "
               "may be slower than float32 here", file=sys.stderr)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C: stop cleanly, keep a checkpoint
-    trainer = Trainer(models, data, config, callbacks=[_ProgressBar()], stop_event=stop, out=out, resume=resume,
-                      save_optimizer=not args.weights_only)
-    print(f"training {', '.join(kinds)} of {name} on {data.name} ({len(data.train):,} train / "
-          f"{len(data.test):,} test images) on {trainer.device}, {config.epochs} epochs")
+    if group.enabled:  # torchrun passes a Ctrl-C on to its workers as SIGTERM
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    trainer = Trainer(models, data, config, callbacks=[_ProgressBar()] if main else [], stop_event=stop, out=out,
+                      resume=resume, save_optimizer=not args.weights_only, distributed=group)
+    if main:
+        where = f"{group.world_size} processes ({group.backend}, {device.type})" if group.enabled else trainer.device
+        print(f"training {', '.join(kinds)} of {name} on {data.name} ({len(data.train):,} train / "
+              f"{len(data.test):,} test images) on {where}, {config.epochs} epochs")
     result = trainer.fit()
-    _summary(result, data)
+    if main:
+        _summary(result, data)
     return 130 if result.stopped else 0
 
 
-def _load_data(args, source: str):
+def _load_data(args, source: str, quiet: bool = False):
     data = load_dataset(source, fallback=not args.no_fallback)
-    for note in data.notes:
+    for note in data.notes if not quiet else ():
         print(f"note: {note}", file=sys.stderr)
     if args.limit_train or args.limit_test:
         data = data.limit(args.limit_train, args.limit_test, seed=args.seed)
     return data
 
 
-def _chosen_preset(data) -> str:
+def _chosen_preset(data, quiet: bool = False) -> str:
     name = default_preset(data.image_shape)
     c, h, w = data.image_shape
-    print(f"note: no --preset given: training --preset {name}, which fits {data.name}'s {h}x{w} "
-          f"{'grey' if c == 1 else 'colour'} images (--help lists the others)", file=sys.stderr)
+    if not quiet:
+        print(f"note: no --preset given: training --preset {name}, which fits {data.name}'s {h}x{w} "
+              f"{'grey' if c == 1 else 'colour'} images (--help lists the others)", file=sys.stderr)
     return name
 
 

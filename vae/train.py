@@ -4,6 +4,12 @@ It trains one or more models *in lockstep on the same batches* (the AE and the V
 see identical data in identical order, so their curves compare), reports through callbacks,
 stops within a step when its `threading.Event` is set, evaluates on the test split each
 epoch, and saves checkpoints. The CLI (`python -m vae.train`) and the app are two observers.
+
+Given a `Distributed` group (vae/distributed.py, under `torchrun`), each process trains on its
+shard of every batch and the gradients are averaged across processes, so N processes take the
+steps one process would take with the same global batch (`TrainConfig.batch_size`). Autograd
+models run inside `DistributedDataParallel`; the fused MLPs, whose gradients are written by
+hand and never pass through autograd, all-reduce their gradients themselves (see `_distribute`).
 """
 from __future__ import annotations
 
@@ -16,10 +22,15 @@ from typing import Callable
 
 import torch
 
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
 from . import fused
 from .checkpoint import Checkpoint, save_checkpoint
-from .data import ImageDataset
+from .data import ImageDataset, ImageSplit
 from .device import pick_device
+from .distributed import (SINGLE, Distributed, all_reduce_means, all_reduce_sum, any_rank, average_gradients,
+                          broadcast_module, gather_objects, shard)
 from .errors import ConfigError
 from .losses import LossTerms
 from .metrics import likelihood_metrics
@@ -33,7 +44,7 @@ _GLOBAL_RNG_LOCK = threading.Lock()  # held while this module seeds or draws fro
 @dataclass
 class TrainConfig:
     epochs: int = 10
-    batch_size: int = 128
+    batch_size: int = 128  # images per step over all processes (each of N takes batch_size / N)
     lr: float = 1e-3
     seed: int = 0
     checkpoint_every: int = 0  # epochs between checkpoints; 0: only at the end (and on stop)
@@ -114,7 +125,7 @@ class Trainer:
     def __init__(self, models: dict[str, Autoencoder], data: ImageDataset, config: TrainConfig,
                  callbacks: list[Callback] | None = None, stop_event: threading.Event | None = None,
                  out: dict[str, str | Path] | None = None, resume: dict[str, Checkpoint] | None = None,
-                 save_optimizer: bool = True):
+                 save_optimizer: bool = True, distributed: Distributed | None = None):
         if not models:
             raise ConfigError("models is empty: give at least one model to train")
         for name, m in models.items():
@@ -122,6 +133,13 @@ class Trainer:
                 raise ConfigError(f"model {name!r} expects images {m.config.image_shape}, "
                                   f"data set {data.name!r} has {data.image_shape}")
         self.models, self.data, self.config = models, data, config
+        self.dist = distributed or SINGLE
+        world = self.dist.world_size
+        if config.batch_size % world:
+            raise ConfigError(f"batch_size={config.batch_size} is the batch of all {world} processes together: "
+                              f"give a multiple of {world}")
+        if len(data.test) < world:
+            raise ConfigError(f"{len(data.test)} test images cannot be shared among {world} processes")
         self.callbacks = list(callbacks or [])
         self.stop_event = stop_event or threading.Event()
         self.out = {k: Path(v) for k, v in (out or {}).items()}
@@ -131,6 +149,7 @@ class Trainer:
         self.start_epoch, self.start_batch = 0, 0  # a resume starts here: epochs done, then batches done
         self._resume_state: dict[str, dict] = {}  # name -> the trainer_state a mid-epoch stop saved
         self.test: dict[str, dict] = {}
+        self._test_shard = data.test if world == 1 else _take(data.test, torch.arange(len(data.test))[self.dist.rank::world])
         self.optimizers = {name: self._make_optimizer(m) for name, m in models.items()}
         self.loss_fns = {name: self._loss_fn(m) for name, m in models.items()}
         if resume:
@@ -159,7 +178,7 @@ class Trainer:
         return autocast_loss
 
     def _resume(self, resume: dict[str, Checkpoint]) -> None:
-        positions = {(ck.epoch, ck.batches_done) for ck in resume.values()}
+        positions = {(ck.epoch, ck.batches_done) for ck in resume.values()}  # every process reads the same files
         if len(positions) != 1:
             raise ConfigError(f"cannot resume models saved at different (epoch, batch) positions {sorted(positions)}")
         self.start_epoch, self.start_batch = positions.pop()
@@ -177,12 +196,15 @@ class Trainer:
 
     def _check_mid_epoch_resume(self, ck: Checkpoint) -> None:
         """A stop mid-epoch resumes at the next batch of the same shuffle and noise stream: only
-        the seed, batch size, training split and kind of device that drew them can continue them."""
+        the seed, batch size, training split, kind of device and number of processes that drew them
+        can continue them (each process has its own shard and noise stream)."""
         saved = {"seed": ck.train.get("seed"), "batch_size": ck.train.get("batch_size"),
                  "training images": ck.dataset.get("train_size"),
-                 "device": str(ck.extra.get("device", "")).split(":")[0]}  # its noise generator's kind
+                 "device": str(ck.extra.get("device", "")).split(":")[0],  # its noise generator's kind
+                 "processes": int(ck.extra.get("world_size", 1))}
         here = {"seed": self.config.seed, "batch_size": self.config.batch_size,
-                "training images": len(self.data.train), "device": self.device.type}
+                "training images": len(self.data.train), "device": self.device.type,
+                "processes": self.dist.world_size}
         differ = [f"{k} {saved[k]} (now {here[k]})" for k in saved if saved[k] != here[k]]
         if differ:
             raise ConfigError(f"{ck.path or 'the checkpoint'} was stopped {ck.batches_done} batches into epoch "
@@ -195,11 +217,14 @@ class Trainer:
             torch.set_num_threads(cfg.num_threads)
         with _GLOBAL_RNG_LOCK:  # not while another thread builds a seeded model (make_pair)
             torch.manual_seed(cfg.seed)
+        if self.dist.enabled:
+            self._distribute()
+        world = self.dist.world_size
         train = self.data.train
         # the whole split, resident, one row per image: index_select on rows is ~15x faster than
         # indexing the 4-D tensor (bench/README.md)
         rows = train.images.to(self.device).flatten(1)
-        steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+        steps_per_epoch = math.ceil(math.ceil(len(train) / world) / (cfg.batch_size // world))
         step = self._start_step = self.start_epoch * steps_per_epoch + self.start_batch
         self._clock = _Throughput(cfg.epochs * steps_per_epoch - step)
         progress = self._progress("train", self.start_epoch, step, steps_per_epoch, {})
@@ -209,7 +234,7 @@ class Trainer:
             for m in self.models.values():
                 m.train()
             for idx in batches:
-                if self.stop_event.is_set():
+                if any_rank(self.dist, self.stop_event.is_set()):  # all processes stop at the same step
                     stopped, position = True, (step - epoch * steps_per_epoch, noise_gen, sums)
                     break
                 batch = rows.index_select(0, idx.to(self.device)).view(-1, *train.images.shape[1:])
@@ -217,7 +242,7 @@ class Trainer:
                     sums[name] += self._step(name, batch, noise_gen)
                 seen += len(idx)
                 step += 1
-                self._clock.tick(len(idx))
+                self._clock.tick(len(idx) * world)
                 progress = self._progress("train", epoch + 1, step, steps_per_epoch, sums, seen)
                 for cb in self.callbacks:
                     cb.on_step_end(progress)
@@ -236,24 +261,30 @@ class Trainer:
         """The epoch's batches (index tensors), its noise generator, running loss sums and images
         seen: fresh, or, in the epoch a stop mid-epoch left, from where it left them (the batches
         it trained are skipped, not trained twice)."""
-        cfg = self.config
-        # per-epoch seeds: a resumed run draws the same batches and noise as an unbroken one
+        cfg, rank, world = self.config, self.dist.rank, self.dist.world_size
+        # per-epoch seeds: a resumed run draws the same batches and noise as an unbroken one. The
+        # order is the same on every process, each takes its shard of it; the noise is each
+        # process's own (rank 0's is the single-process stream)
         order_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        noise_gen = torch.Generator(device=self.device).manual_seed(cfg.seed * 100_019 + epoch)
-        batches = torch.randperm(len(self.data.train), generator=order_gen).split(cfg.batch_size)
+        noise_gen = torch.Generator(device=self.device).manual_seed(_rank_seed(cfg.seed * 100_019 + epoch, rank))
+        order = shard(torch.randperm(len(self.data.train), generator=order_gen), rank, world)
+        local_batch = cfg.batch_size // world
+        batches = order.split(local_batch)
         sums = {name: torch.zeros(3, device=self.device) for name in self.models}
         done = self.start_batch if epoch == self.start_epoch else 0
         if done:
             state = next(iter(self._resume_state.values()))
-            noise_gen.set_state(state["noise_generator"])
-            sums = {name: self._resume_state[name]["loss_sums"].to(self.device) for name in self.models}
-        return batches[done:], noise_gen, sums, done * cfg.batch_size
+            noise_gen.set_state(state["noise_generators"][rank] if world > 1 else state["noise_generator"])
+            # the saved sums are over all processes: each takes its share, the epoch's all-reduce adds them up
+            sums = {name: self._resume_state[name]["loss_sums"].to(self.device) / world for name in self.models}
+        return batches[done:], noise_gen, sums, done * local_batch
 
     def _step(self, name: str, batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         model, opt, loss_fn = self.models[name], self.optimizers[name], self.loss_fns[name]
         x = model.preprocess(batch)
         if isinstance(loss_fn, fused.FusedLoss):  # sets each .grad itself, no autograd graph
             terms = loss_fn.step_gradients(x, generator=gen)
+            average_gradients(self.dist, loss_fn.params)  # no-op for one process
         else:
             terms = loss_fn(x, generator=gen)
             opt.zero_grad(set_to_none=True)
@@ -263,12 +294,16 @@ class Trainer:
         return torch.stack([terms.recon.sum(), terms.kl.sum(), terms.total.sum()]).detach()
 
     def _end_epoch(self, epoch: int, step: int, steps_per_epoch: int, sums: dict, seen: int) -> Progress:
+        # the sums of all processes: what one process would have summed over the whole epoch
+        sums, seen = {name: all_reduce_sum(self.dist, s) for name, s in sums.items()}, seen * self.dist.world_size
         train_means = self._means(sums, seen)
         for cb in self.callbacks:
             cb.on_step_end(self._progress("eval", epoch, step, steps_per_epoch, sums, seen))
         for name, model in self.models.items():
-            self.test[name] = likelihood_metrics(model, self.data.test, self.config.eval_batch_size,
-                                                 seed=self.config.seed, device=self.device)
+            broadcast_module(self.dist, model)  # BatchNorm statistics: each process kept its own shard's
+            local = likelihood_metrics(model, self._test_shard, self.config.eval_batch_size,
+                                       seed=self.config.seed, device=self.device)
+            self.test[name] = all_reduce_means(self.dist, local, len(self._test_shard))
             self.history[name].append({"epoch": epoch, "train": train_means[name], "test": self.test[name],
                                        "wall_s": round(self._clock.elapsed(), 2)})
         progress = self._progress("epoch_end", epoch, step, steps_per_epoch, sums, seen)
@@ -294,21 +329,74 @@ class Trainer:
                         elapsed_s=self._clock.elapsed(), test={k: dict(v) for k, v in self.test.items()})
 
     def _save_all(self, epoch: int, stopped: bool, position: tuple | None = None) -> dict[str, Path]:
-        """position: (batches done, noise generator, loss sums) of the epoch a stop interrupted."""
+        """position: (batches done, noise generator, loss sums) of the epoch a stop interrupted.
+
+        Every process calls this (the mid-epoch state is gathered from all of them); rank 0 alone
+        writes, and the others wait at the barrier until the files are in place."""
         batches_done, noise_gen, sums = position or (0, None, {})
+        world = self.dist.world_size
+        shared = {}
+        if batches_done:
+            shared["noise_generator"] = noise_gen.get_state()
+            if world > 1:  # one stream per process, in rank order; rank 0's also as "noise_generator"
+                shared["noise_generators"] = torch.stack(gather_objects(self.dist, noise_gen.get_state()))
+        extra = {"world_size": world} if world > 1 else {}
         saved = {}
         for name, model in self.models.items():
             if name not in self.out:
                 continue
-            state = {"noise_generator": noise_gen.get_state(), "loss_sums": sums[name]} if batches_done else {}
+            state = shared | {"loss_sums": all_reduce_sum(self.dist, sums[name])} if batches_done else {}
+            saved[name] = self.out[name]
+            if not self.dist.is_main:
+                continue
             ck = Checkpoint(model=model, dataset=self.data.describe(), metrics=self.test.get(name, {}),
                             history=self.history[name], train=asdict(self.config), epoch=epoch,
                             batches_done=batches_done, trainer_state=state,
                             optimizer_state=self.optimizers[name].state_dict() if self.save_optimizer else None,
                             extra={"stopped": stopped, "wall_s": round(self._clock.elapsed(), 1),
-                                   "device": str(self.device)})
+                                   "device": str(self.device)} | extra)
             saved[name] = save_checkpoint(ck, self.out[name])
+        self.dist.barrier()
         return saved
+
+    def _distribute(self) -> None:
+        """Keep the processes' models in step: each process computes the gradient of its shard,
+        and every process applies their mean.
+
+        Autograd models run inside DistributedDataParallel, which broadcasts rank 0's weights and
+        buffers, then all-reduces gradients in buckets while the backward pass still runs. The
+        fused MLPs (vae/fused.py) set their gradients without autograd, so DDP's hooks would never
+        fire: rather than give up their speed (about 2x on a CPU, bench/README.md), the trainer
+        broadcasts their weights once and averages their gradients itself after each backward
+        (`average_gradients`, one all-reduce; the same mean DDP takes)."""
+        for name, model in self.models.items():
+            loss_fn = self.loss_fns[name]
+            if isinstance(loss_fn, fused.FusedLoss):
+                broadcast_module(self.dist, model)
+            else:
+                self.loss_fns[name] = DistributedDataParallel(_LossOf(model, loss_fn))
+
+
+class _LossOf(nn.Module):
+    """A model's loss as a module's forward: DDP synchronises what runs inside forward, and the
+    trainer calls a loss, not the model's forward."""
+
+    def __init__(self, model: Autoencoder, loss_fn: Callable[..., LossTerms]):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> LossTerms:
+        return self.loss_fn(x, generator=generator)
+
+
+def _rank_seed(seed: int, rank: int) -> int:
+    """Rank 0 keeps `seed` (so one process draws what it always drew); the others are spread
+    across the 64-bit seed space by the golden-ratio increment of splitmix64."""
+    return seed if rank == 0 else (seed + rank * 0x9E3779B97F4A7C15) % 2**64
+
+
+def _take(split: ImageSplit, idx: torch.Tensor) -> ImageSplit:
+    return ImageSplit(split.images[idx], split.labels[idx])
 
 
 class _Throughput:
