@@ -274,7 +274,7 @@ class Trainer:
         done = self.start_batch if epoch == self.start_epoch else 0
         if done:
             state = next(iter(self._resume_state.values()))
-            noise_gen.set_state(state["noise_generators"][rank] if world > 1 else state["noise_generator"])
+            noise_gen.set_state((state["noise_generators"][rank] if world > 1 else state["noise_generator"]).clone())
             # the saved sums are over all processes: each takes its share, the epoch's all-reduce adds them up
             sums = {name: self._resume_state[name]["loss_sums"].to(self.device) / world for name in self.models}
         return batches[done:], noise_gen, sums, done * local_batch
