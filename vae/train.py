@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -149,7 +148,9 @@ class Trainer:
         self.start_epoch, self.start_batch = 0, 0  # a resume starts here: epochs done, then batches done
         self._resume_state: dict[str, dict] = {}  # name -> the trainer_state a mid-epoch stop saved
         self.test: dict[str, dict] = {}
-        self._test_shard = data.test if world == 1 else _take(data.test, torch.arange(len(data.test))[self.dist.rank::world])
+        # each process evaluates every world-th test image (no padding: no image counted twice)
+        mine = torch.arange(len(data.test))[self.dist.rank::world]
+        self._test_shard = data.test if world == 1 else ImageSplit(data.test.images[mine], data.test.labels[mine])
         self.optimizers = {name: self._make_optimizer(m) for name, m in models.items()}
         self.loss_fns = {name: self._loss_fn(m) for name, m in models.items()}
         if resume:
@@ -394,9 +395,6 @@ def _rank_seed(seed: int, rank: int) -> int:
     across the 64-bit seed space by the golden-ratio increment of splitmix64."""
     return seed if rank == 0 else (seed + rank * 0x9E3779B97F4A7C15) % 2**64
 
-
-def _take(split: ImageSplit, idx: torch.Tensor) -> ImageSplit:
-    return ImageSplit(split.images[idx], split.labels[idx])
 
 
 class _Throughput:
