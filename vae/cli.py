@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the preset's data set)")
     p.add_argument("--models", default="both", choices=["both", "ae", "vae"], help="which members of the pair")
     p.add_argument("--epochs", type=int, default=None, help="epochs to train (default: the preset's)")
-    p.add_argument("--batch-size", type=int, default=None, help="images per step (default: the preset's)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per step; under torchrun, of all processes together (default: the preset's)")
     p.add_argument("--lr", type=float, default=None, help="Adam's learning rate (default: the preset's)")
     p.add_argument("--latent-dim", type=int, default=None, help="size of the code (default: the preset's)")
     p.add_argument("--beta", type=float, default=None, help="KL weight of the VAE (default: the preset's, 1)")
@@ -139,7 +140,7 @@ def _train(args, group, device) -> int:
               "may be slower than float32 here", file=sys.stderr)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C: stop cleanly, keep a checkpoint
-    if group.enabled:  # torchrun passes a Ctrl-C on to its workers as SIGTERM
+    if group.enabled:  # torchrun passes on the signal it gets: SIGINT from Ctrl-C, SIGTERM from a scheduler
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
     trainer = Trainer(models, data, config, callbacks=[_ProgressBar()] if main else [], stop_event=stop, out=out,
                       resume=resume, save_optimizer=not args.weights_only, distributed=group)
