@@ -11,7 +11,7 @@ import torch
 from conftest import make_blobs_dataset
 from ddp_worker import CONFIG, tiny_pair
 from vae import ConfigError, TrainConfig, Trainer, load_checkpoint
-from vae.distributed import SINGLE, Distributed, shard
+from vae.distributed import SINGLE, Distributed, init_from_env, shard
 from vae.metrics import likelihood_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +45,16 @@ def test_the_shards_batches_make_up_the_single_process_batches():
     local = [shard(order, r, world).split(batch // world) for r in range(world)]
     for step, whole in enumerate(single):
         assert sorted(torch.cat([local[r][step] for r in range(world)]).tolist()) == sorted(whole.tolist())
+
+
+@pytest.mark.parametrize("env", [{}, {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}])
+def test_without_torchrun_or_with_one_process_nothing_is_initialised(monkeypatch, env):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    group, device = init_from_env("cpu")
+    assert group is SINGLE and device == torch.device("cpu") and not torch.distributed.is_initialized()
 
 
 def test_the_global_batch_must_divide_among_the_processes(blobs):
