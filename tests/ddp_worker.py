@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 
-from conftest import make_blobs_dataset  # tests/ is this script's folder
 from vae import Callback, TrainConfig, Trainer, load_checkpoint
 from vae.cli import train_main
 from vae.distributed import init_from_env
@@ -52,6 +51,8 @@ def state(models, result) -> dict:
 
 
 def main(out: Path, npz: str) -> None:
+    from conftest import make_blobs_dataset  # tests/conftest.py: this script's folder is on sys.path
+
     torch.set_num_threads(1)
     group, _ = init_from_env("cpu")
     rank, data = group.rank, make_blobs_dataset()

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_blobs_dataset
 from ddp_worker import CONFIG, tiny_pair
 from vae import ConfigError, TrainConfig, Trainer, load_checkpoint
 from vae.distributed import SINGLE, Distributed, init_from_env, shard
@@ -99,9 +98,9 @@ def test_both_processes_end_with_identical_weights_and_buffers(ddp_run, name):
                                                                          for h in b["history"][kind]]
 
 
-def _single_process(fused: bool) -> tuple[dict, object]:
+def _single_process(data, fused: bool) -> tuple[dict, object]:
     models = tiny_pair(batchnorm=not fused)
-    result = Trainer(models, make_blobs_dataset(), TrainConfig(fused=fused, **CONFIG)).fit()
+    result = Trainer(models, data, TrainConfig(fused=fused, **CONFIG)).fit()
     return models, result
 
 
@@ -122,10 +121,10 @@ AE_REL_DISTANCE, AE_RTOL, VAE_TEST_LOSS_RTOL = 1e-3, 1e-5, 0.05
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "autograd"])
-def test_two_processes_match_one_process_at_the_same_global_batch(ddp_run, fused):
+def test_two_processes_match_one_process_at_the_same_global_batch(ddp_run, blobs, fused):
     two = _ranks(ddp_run, "fused" if fused else "autograd")[0]
     start = tiny_pair()["ae"].state_dict()
-    models, one = _single_process(fused)
+    models, one = _single_process(blobs, fused)  # the workers' data set: conftest's blobs
     assert two["step"] == one.progress.step == 16
     one_ae = models["ae"].state_dict()
     distance = _moved(two["weights"]["ae"], one_ae).norm() / _moved(one_ae, start).norm()
@@ -135,7 +134,7 @@ def test_two_processes_match_one_process_at_the_same_global_batch(ddp_run, fused
     assert two["test"]["vae"]["loss"] == pytest.approx(one.progress.test["vae"]["loss"], rel=VAE_TEST_LOSS_RTOL)
 
 
-def test_a_checkpoint_written_under_ddp_loads_as_the_app_loads_it(ddp_run):
+def test_a_checkpoint_written_under_ddp_loads_as_the_app_loads_it(ddp_run, blobs):
     rank0 = _ranks(ddp_run, "fused")[0]
     for kind in ("ae", "vae"):
         ck = load_checkpoint(ddp_run / f"fused-{kind}.safetensors")
@@ -145,7 +144,7 @@ def test_a_checkpoint_written_under_ddp_loads_as_the_app_loads_it(ddp_run):
         assert ck.metrics == rank0["test"][kind]
     # the all-reduced evaluation of the shards is the evaluation of the whole test split
     ae = load_checkpoint(ddp_run / "fused-ae.safetensors")
-    assert likelihood_metrics(ae.model, make_blobs_dataset().test) == pytest.approx(ae.metrics, rel=1e-5)
+    assert likelihood_metrics(ae.model, blobs.test) == pytest.approx(ae.metrics, rel=1e-5)
 
 
 def test_a_stop_on_one_process_stops_both_and_the_resume_equals_an_unbroken_run(ddp_run):
@@ -160,13 +159,13 @@ def test_a_stop_on_one_process_stops_both_and_the_resume_equals_an_unbroken_run(
         assert resumed["history"][kind][-1]["train"] == pytest.approx(unbroken["history"][kind][-1]["train"])
 
 
-def test_a_mid_epoch_ddp_checkpoint_refuses_another_number_of_processes(ddp_run):
+def test_a_mid_epoch_ddp_checkpoint_refuses_another_number_of_processes(ddp_run, blobs):
     resume = {k: load_checkpoint(ddp_run / f"stopped-{k}.safetensors") for k in ("ae", "vae")}
     with pytest.raises(ConfigError, match=r"processes 2 \(now 1\)"):
-        Trainer(tiny_pair(), make_blobs_dataset(), TrainConfig(**CONFIG), resume=resume, distributed=SINGLE)
+        Trainer(tiny_pair(), blobs, TrainConfig(**CONFIG), resume=resume, distributed=SINGLE)
     # at an epoch boundary any number of processes may continue
     done = {k: load_checkpoint(ddp_run / f"fused-{k}.safetensors") for k in ("ae", "vae")}
-    Trainer(tiny_pair(), make_blobs_dataset(), TrainConfig(**(CONFIG | {"epochs": 3})), resume=done)
+    Trainer(tiny_pair(), blobs, TrainConfig(**(CONFIG | {"epochs": 3})), resume=done)
 
 
 def test_the_cli_under_torchrun_prints_on_rank_0_only_and_writes_loadable_checkpoints(ddp_run):
