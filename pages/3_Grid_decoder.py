@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui import maps, scores, state
+from ui import live_decode, maps, scores, state
 from ui.style import MODEL_LABELS
 from vae.errors import LatentExplorerError
 from vae.latent import nearest_indices
@@ -118,6 +118,9 @@ if confidence:
            if gaussian else "confidence, within the view: zoom out to see where each decoder stops making them."))
 if not show_prior and "vae" in lmap.kinds:
     st.caption("The prior N(0, I) cannot be drawn on a UMAP or t-SNE map (they bend space); use PCA or a 2-D pair.")
+
+# --- glide to decode: both decoders run in the browser under the pointer (ui/live_decode.py) ---
+live_decode.section(pair, models, lmap, click_key=CLICK)
 
 # --- the clicked location, decoded ------------------------------------------------------------
 st.subheader("The clicked location, decoded")
