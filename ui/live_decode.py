@@ -1,14 +1,17 @@
 """Glide to decode: the Grid decoder's maps decoded under the pointer, in the browser.
 
 A components-v2 component (HTML, JS and CSS in `ui/components/live_decode/`, no build step)
-receives, once per (models, map), both maps' images, each map's exact inverse as one affine
-map (map point -> code; `vae.export.affine_inverse`) and both decoders' weights
-(`vae.export.decoder_payload`), then decodes in JavaScript on every pointer move: no rerun, no
+receives both maps' images and each map's exact inverse as one affine map (map point -> code;
+`vae.export.affine_inverse`), and decodes in JavaScript on every pointer move: no rerun, no
 server work while the pointer glides. A click sends the map point back, and the page decodes
 it on the server as a click on its own maps does (nearest real images, the hole map).
 
-The data of the element is the same on every rerun of one map, so Streamlit's message cache
-sends it once per session and then only its hash; the browser parses each decoder once per page.
+The decoders' weights (`vae.export.decoder_payload`, 0.9-2.9 MB of JSON per model) are not
+part of every run's data: the browser keeps them (IndexedDB, by content id) and asks, with the
+trigger "need", only for those it lacks; the run that answers carries them, no other does. A
+first visit therefore costs one extra rerun, a returning one none, and an ordinary rerun of the
+page (a click, a slider) costs the component a few hundred kB of JSON (the two map images),
+which Streamlit's message cache then sends as a hash.
 """
 from __future__ import annotations
 
@@ -35,11 +38,11 @@ def _asset(name: str) -> str:
     return (ASSETS / name).read_text(encoding="utf-8")
 
 
-# decoder.js holds plain functions (no module syntax) so the browser test can load it alone;
-# the component's module is the two files joined
+# decoder.js and cache.js hold plain functions (no module syntax) so the browser test can load
+# the decoder alone; the component's module is the three files joined
 _component = st.components.v2.component(
     "latent_explorer.live_decode", html=_asset("live_decode.html"), css=_asset("live_decode.css"),
-    js=_asset("decoder.js") + "\n" + _asset("component.js"))
+    js="\n".join(_asset(name) for name in ("decoder.js", "cache.js", "component.js")))
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -58,7 +61,7 @@ def _png_data_url(image: np.ndarray) -> str:
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def view_data(map_key: str, decoder_ids: tuple, _lmap: maps.LatentMap, _decoders: dict) -> dict:
+def view_data(map_key: str, decoder_ids: tuple, _lmap: maps.LatentMap, _shapes: dict) -> dict:
     """Everything the component needs for one map of one pair (plain JSON): built once, the
     same object on every rerun. The maps are drawn by `maps.render_map_image` on the map's own
     square view (dots, the prior's circle on the VAE's), not on the page's zoomed one, so a
@@ -78,10 +81,12 @@ def view_data(map_key: str, decoder_ids: tuple, _lmap: maps.LatentMap, _decoders
         "kinds": list(_lmap.kinds),
         "titles": {k: f"{MODEL_LABELS[k]}" + (" — dashed: the prior's 2σ circle" if k == "vae" and center is not None
                                             else "") for k in _lmap.kinds},
+        "labels": {k: MODEL_LABELS[k] for k in _lmap.kinds},
         "colors": {k: MODEL_COLORS[k] for k in _lmap.kinds},
         "canvas": {"xlim": list(map(float, canvas.xlim)), "ylim": list(map(float, canvas.ylim)), "size": canvas.size,
                    "left": canvas.left, "top": canvas.top, "width": canvas.width, "height": canvas.height},
-        "maps": images, "inverse": inverse, "decoders": _decoders,
+        "maps": images, "inverse": inverse,
+        "decoders": {k: {"id": i, "height": _shapes[k][1], "width": _shapes[k][2]} for k, i in zip(_lmap.kinds, decoder_ids)},
         "status": "Move the pointer over either map: both decoders run in your browser on every move. "
                   "Click to decode that place on the server too (nearest real images, the hole map).",
     }
@@ -119,22 +124,38 @@ def section(pair, models: dict, lmap: maps.LatentMap, click_key: str) -> None:
     except (ExportError, OSError) as err:
         st.info(f"Live decoding is not available for this pair: {err}. Click the maps above instead.")
         return
-    data = view_data(lmap.key, tuple(d["id"] for d in decoders.values()), lmap, decoders)
-    st.caption("The weights of both decoders travel to your browser once for this map "
-               f"({payload_bytes_cached(data['id'], data) / 1e6:.1f} MB with the map images); from then on every "
-               "pointer move is decoded on your computer, with nothing sent to the server.")
-    key = "live_decode"
-    _component(key=key, data=data, on_click_change=lambda: _store_click(key, click_key, lmap.key))
+    view = view_data(lmap.key, tuple(decoders[k]["id"] for k in lmap.kinds), lmap,
+                     {k: decoders[k]["image_shape"] for k in lmap.kinds})
+    asked = set(st.session_state.pop(ASKED, None) or ())
+    weights = {d["id"]: d for d in decoders.values() if d["id"] in asked}
+    size = sum(payload_bytes_cached(d["id"], d) for d in decoders.values())
+    st.caption(f"Both decoders' weights ({size / 1e6:.1f} MB) travel to your browser once and stay there; from "
+               "then on every pointer move is decoded on your computer, with nothing sent to the server.")
+    _component(key=KEY, data={**view, "weights": weights} if weights else view,
+               on_click_change=lambda: _store_click(click_key, lmap.key), on_need_change=_store_need)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def payload_bytes_cached(view_id: str, _data: dict) -> int:
-    return payload_bytes(_data)
+KEY, ASKED = "live_decode", "live_decode_asked"  # the component; the decoder ids its browser asked for
 
 
-def _store_click(key: str, click_key: str, map_key: str) -> None:
-    state = st.session_state.get(key)
-    value = state.get("click") if isinstance(state, dict) else None
+@st.cache_data(show_spinner=False, max_entries=32)
+def payload_bytes_cached(decoder_id: str, _payload: dict) -> int:
+    return payload_bytes(_payload)
+
+
+def _trigger(name: str):
+    state = st.session_state.get(KEY)
+    return state.get(name) if isinstance(state, dict) else None
+
+
+def _store_need() -> None:
+    ids = _trigger("need")
+    if isinstance(ids, list):
+        st.session_state[ASKED] = [str(i) for i in ids]
+
+
+def _store_click(click_key: str, map_key: str) -> None:
+    value = _trigger("click")
     if isinstance(value, dict) and "x" in value and "y" in value:
         st.session_state[click_key] = {"map": map_key, "kind": value.get("kind", "vae"),
                                        "point": (float(value["x"]), float(value["y"]))}

@@ -4,28 +4,49 @@
 //
 // Streamlit calls this function again on every rerun (with the same data when nothing changed);
 // the view and the parsed decoders live in a page-wide store, keyed by their content ids, so a
-// rerun costs a string comparison and each decoder's weights are parsed once per page.
+// rerun costs a string comparison. The weights come once: a decoder neither in this page nor in
+// the browser's IndexedDB (cache.js) is asked for with the trigger "need" [ids], and the server
+// sends those weights in the data of that one run only.
 
 const STORE = (globalThis.__latentExplorerLive ??= {
   decoders: new Map(), // decoder id (sha256 of its payload) -> parsed decoder
+  asked: new Map(), // decoder id -> when this page last asked the server for it
   views: new WeakMap(), // the component's root -> its view
   stats: { decodeMs: [], drawnMs: [], paintedMs: [], moves: 0 },
   last: null, // the last glide point: {x, y, codes: {kind: [...]}, outputs: {kind: [...]}}
 });
 const MAX_STATS = 20000;
+const ASK_AGAIN_MS = 5000; // a request answered by a run of another map or pair is repeated
 
 function record(list, value) {
   if (list.length >= MAX_STATS) list.shift();
   list.push(value);
 }
 
-function decoderFor(payload) {
-  let decoder = STORE.decoders.get(payload.id);
-  if (!decoder) {
-    decoder = liveParseDecoder(payload);
-    STORE.decoders.set(payload.id, decoder);
+// weights sent in this run's data: parse them once, keep them in the page and in the browser
+function takeWeights(weights) {
+  for (const [id, payload] of Object.entries(weights || {})) {
+    if (STORE.decoders.has(id)) continue;
+    const decoder = liveParseDecoder(payload);
+    STORE.decoders.set(id, decoder);
+    liveCachePut(id, decoder);
   }
-  return decoder;
+}
+
+// every decoder of the view from the page, else the browser's cache, else ask the server once
+async function findDecoders(view) {
+  const missing = [];
+  for (const k of view.kinds) {
+    if (STORE.decoders.has(k.id)) continue;
+    const cached = await liveCacheGet(k.id);
+    if (cached) STORE.decoders.set(k.id, cached);
+    else if (performance.now() - (STORE.asked.get(k.id) ?? -1e9) > ASK_AGAIN_MS) missing.push(k.id);
+  }
+  view.attach();
+  if (missing.length && view.send) {
+    for (const id of missing) STORE.asked.set(id, performance.now());
+    view.send("need", missing);
+  }
 }
 
 function buildView(root, data) {
@@ -37,26 +58,38 @@ function buildView(root, data) {
   const kinds = data.kinds.map((kind) => {
     const panel = document.createElement("div");
     panel.className = "live-panel";
-    panel.innerHTML = `<div class="live-title"></div><div class="live-map"><img alt=""><canvas class="live-cross"></canvas></div>
-      <div class="live-out"><canvas class="live-image"></canvas><div class="live-caption"></div></div>`;
-    panel.querySelector(".live-title").textContent = data.titles[kind];
     panel.dataset.kind = kind;
-    const img = panel.querySelector("img");
-    img.src = data.maps[kind];
+    panel.innerHTML = `<div class="live-title"></div><div class="live-map"><img alt=""><canvas class="live-cross"></canvas></div>`;
+    panel.querySelector(".live-title").textContent = data.titles[kind];
+    panel.querySelector("img").src = data.maps[kind];
     const cross = panel.querySelector(".live-cross");
     cross.width = geo.width;
     cross.height = geo.height;
-    const decoder = decoderFor(data.decoders[kind]);
-    const out = panel.querySelector(".live-image");
-    out.width = decoder.width;
-    out.height = decoder.height;
-    panels.appendChild(panel);
-    return { kind, panel, map: panel.querySelector(".live-map"), cross, crossCtx: cross.getContext("2d"),
-             out, outCtx: out.getContext("2d"), caption: panel.querySelector(".live-caption"),
-             decoder, inverse: data.inverse[kind], code: new Float32Array(decoder.latentDim),
-             frame: new ImageData(decoder.width, decoder.height), color: data.colors[kind] };
+    const { id, height, width } = data.decoders[kind];
+    const box = document.createElement("div");
+    box.className = "live-out";
+    box.dataset.kind = kind;
+    box.innerHTML = `<div class="live-title"></div><canvas class="live-image"></canvas><div class="live-caption"></div>`;
+    box.querySelector(".live-title").textContent = data.labels[kind] + " decodes";
+    const out = box.querySelector(".live-image");
+    out.width = width;
+    out.height = height;
+    return { kind, id, panel, box, map: panel.querySelector(".live-map"), cross, crossCtx: cross.getContext("2d"),
+             out, outCtx: out.getContext("2d"), caption: box.querySelector(".live-caption"), decoder: null,
+             inverse: data.inverse[kind], code: new Float32Array(data.inverse[kind].offset.length),
+             frame: new ImageData(width, height), color: data.colors[kind] };
   });
-  const view = { id: data.id, send: null, kinds, listeners: [] };
+  // the decodes side by side between the maps: AE map | AE decode | VAE decode | VAE map
+  const order = kinds.length === 2 ? [kinds[0].panel, kinds[0].box, kinds[1].box, kinds[1].panel]
+    : kinds.flatMap((k) => [k.panel, k.box]);
+  panels.classList.toggle("live-two", kinds.length === 2);
+  panels.replaceChildren(...order);
+  const view = { id: data.id, send: null, kinds, listeners: [], ready: false };
+  view.attach = () => { // the decoders found so far; the view glides once all are there
+    for (const k of kinds) k.decoder = STORE.decoders.get(k.id) || null;
+    view.ready = kinds.every((k) => k.decoder);
+    status.textContent = view.ready ? data.status : "Loading the decoders' weights (once: your browser keeps them)…";
+  };
 
   // pointer -> pixel of the map image as drawn (its own resolution) -> map point, or null
   function mapPoint(event, target) {
@@ -92,7 +125,7 @@ function buildView(root, data) {
 
   function glide(event) {
     const p = mapPoint(event, event.currentTarget);
-    if (!p) { for (const k of kinds) drawCross(k, null, null); return; }
+    if (!p || !view.ready) { for (const k of kinds) drawCross(k, null, null); return; }
     const t0 = performance.now();
     const last = { x: p.x, y: p.y, codes: {}, outputs: {} };
     for (const k of kinds) {
@@ -104,8 +137,7 @@ function buildView(root, data) {
       last.outputs[k.kind] = output; // the decoder's own buffer: read it before the next move
     }
     const t1 = performance.now();
-    kinds[0].caption.textContent = kinds.length && `map point (${p.x.toFixed(2)}, ${p.y.toFixed(2)})`;
-    for (const k of kinds.slice(1)) k.caption.textContent = "same place";
+    for (const k of kinds) k.caption.textContent = `at (${p.x.toFixed(2)}, ${p.y.toFixed(2)})`;
     STORE.last = last;
     STORE.stats.moves += 1;
     record(STORE.stats.decodeMs, t1 - t0);
@@ -123,7 +155,7 @@ function buildView(root, data) {
 
   function click(event) {
     const p = mapPoint(event, event.currentTarget);
-    if (p && view.send) view.send("click", { kind: event.currentTarget.parentElement.dataset.kind, x: p.x, y: p.y });
+    if (p && view.send) view.send("click", { kind: event.currentTarget.closest(".live-panel").dataset.kind, x: p.x, y: p.y });
   }
 
   for (const k of kinds) {
@@ -132,7 +164,7 @@ function buildView(root, data) {
       view.listeners.push([k.map, type, fn]);
     }
   }
-  status.textContent = data.status;
+  view.attach();
   view.destroy = () => {
     for (const [el, type, fn] of view.listeners) el.removeEventListener(type, fn);
     view.listeners = [];
@@ -142,6 +174,7 @@ function buildView(root, data) {
 
 export default function (component) {
   const { data, parentElement, setTriggerValue } = component;
+  takeWeights(data.weights);
   let view = STORE.views.get(parentElement);
   if (!view || view.id !== data.id) {
     view?.destroy();
@@ -149,6 +182,7 @@ export default function (component) {
     STORE.views.set(parentElement, view);
   }
   view.send = setTriggerValue;
+  if (!view.ready) findDecoders(view);
   return () => {
     view.destroy();
     STORE.views.delete(parentElement);
