@@ -12,7 +12,7 @@ const STORE = (globalThis.__latentExplorerLive ??= {
   decoders: new Map(), // decoder id (sha256 of its payload) -> parsed decoder
   asked: new Map(), // decoder id -> when this page last asked the server for it
   views: new WeakMap(), // the component's root -> its view
-  stats: { decodeMs: [], drawnMs: [], paintedMs: [], moves: 0 },
+  stats: { decodeMs: [], drawnMs: [], paintedMs: [], eventTs: [], moves: 0 }, // read by bench/live_decode.py
   last: null, // the last glide point: {x, y, codes: {kind: [...]}, outputs: {kind: [...]}}
 });
 const MAX_STATS = 20000;
@@ -142,6 +142,7 @@ function buildView(root, data) {
     STORE.stats.moves += 1;
     record(STORE.stats.decodeMs, t1 - t0);
     record(STORE.stats.drawnMs, t1 - event.timeStamp);
+    record(STORE.stats.eventTs, event.timeStamp);
     // painted: the frame that shows this draw has been produced once a task queued from the next
     // animation-frame callback runs (rAF runs just before that frame's paint)
     requestAnimationFrame(() => {
