@@ -1,7 +1,7 @@
 """ui/live_decode.py on the Grid decoder page (AppTest, the shipped 2-D pair): the live view's
 data holds the maps and their inverses but no weights until the browser asks for them, and
 the run that answers is the only one that carries them. The in-browser decode itself is
-tested in tests/e2e/test_live_decode.py."""
+tested in tests/e2e/test_browser_live_decode.py."""
 from __future__ import annotations
 
 import json

@@ -84,7 +84,7 @@ function buildView(root, data) {
     : kinds.flatMap((k) => [k.panel, k.box]);
   panels.classList.toggle("live-two", kinds.length === 2);
   panels.replaceChildren(...order);
-  const view = { id: data.id, send: null, kinds, listeners: [], ready: false };
+  const view = { id: data.id, send: null, kinds, listeners: [], ready: false, busy: false, pending: null };
   view.attach = () => { // the decoders found so far; the view glides once all are there
     for (const k of kinds) k.decoder = STORE.decoders.get(k.id) || null;
     view.ready = kinds.every((k) => k.decoder);
@@ -123,8 +123,8 @@ function buildView(root, data) {
     k.outCtx.putImageData(k.frame, 0, 0);
   }
 
-  function glide(event) {
-    const p = mapPoint(event, event.currentTarget);
+  function glide(event, target) {
+    const p = mapPoint(event, target);
     if (!p || !view.ready) { for (const k of kinds) drawCross(k, null, null); return; }
     const t0 = performance.now();
     const last = { x: p.x, y: p.y, codes: {}, outputs: {} };
@@ -152,6 +152,26 @@ function buildView(root, data) {
     });
   }
 
+  // At most one decode per displayed frame, as early as possible: the first move of a frame is
+  // decoded at once, a later one waits for the next frame (the newest wins). Chromium's
+  // pointerrawupdate arrives as the input does; pointermove waits for the next frame.
+  function frame() {
+    view.busy = false;
+    if (!view.pending) return;
+    const [event, target] = view.pending;
+    view.pending = null;
+    glide(event, target);
+    view.busy = true;
+    requestAnimationFrame(frame);
+  }
+
+  function move(event) {
+    if (view.busy) { view.pending = [event, event.currentTarget]; return; }
+    glide(event, event.currentTarget);
+    view.busy = true;
+    requestAnimationFrame(frame);
+  }
+
   function leave() { for (const k of kinds) drawCross(k, null, null); }
 
   function click(event) {
@@ -160,7 +180,8 @@ function buildView(root, data) {
   }
 
   for (const k of kinds) {
-    for (const [type, fn] of [["pointermove", glide], ["pointerleave", leave], ["click", click]]) {
+    const moveEvent = "onpointerrawupdate" in globalThis ? "pointerrawupdate" : "pointermove";
+    for (const [type, fn] of [[moveEvent, move], ["pointerleave", leave], ["click", click]]) {
       k.map.addEventListener(type, fn);
       view.listeners.push([k.map, type, fn]);
     }

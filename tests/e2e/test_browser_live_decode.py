@@ -94,16 +94,18 @@ def test_a_glide_over_the_grid_decoders_map_decodes_in_the_browser_without_the_s
     seen, t0 = [], time.monotonic()
     for f in np.linspace(0.2, 0.8, 25):
         page.mouse.move(box["x"] + box["width"] * f, box["y"] + box["height"] * (1 - f))
+        # each move is decoded at once or at the next frame (one decode per frame at most)
+        page.wait_for_function("(x) => globalThis.__latentExplorerLive.last?.x !== x",
+                               arg=seen[-1]["x"] if seen else None, timeout=10_000)
         seen.append(page.evaluate("() => { const l = globalThis.__latentExplorerLive.last;"
-                                  " return l && {x: l.x, y: l.y, codes: l.codes, outputs: {ae: Array.from(l.outputs.ae),"
+                                  " return {x: l.x, y: l.y, codes: l.codes, outputs: {ae: Array.from(l.outputs.ae),"
                                   " vae: Array.from(l.outputs.vae)}}; }"))
     time.sleep(0.5)
     assert sent, "the page's own frames (its first run) are seen, so an empty glide is a real zero"
     assert not [t for t in sent if t >= t0], "a glide must send nothing to the server"
     assert page.locator('[data-testid="stStatusWidget"]').count() == 0, "a glide must not rerun the page"
-    assert page.evaluate("() => globalThis.__latentExplorerLive.stats.moves") >= 20
-    xs = {round(s["x"], 6) for s in seen if s}
-    assert len(xs) >= 20, "each move decodes a new place"
+    assert page.evaluate("() => globalThis.__latentExplorerLive.stats.moves") >= 25
+    assert len({round(s["x"], 6) for s in seen}) == 25, "each move decodes a new place"
     # the decode shown is PyTorch's decode of the code the browser computed, for both models
     for kind in ("ae", "vae"):
         model = load_checkpoint(ROOT / "checkpoints" / f"mnist-2d-{kind}.safetensors").model.eval()
