@@ -84,7 +84,8 @@ function buildView(root, data) {
     : kinds.flatMap((k) => [k.panel, k.box]);
   panels.classList.toggle("live-two", kinds.length === 2);
   panels.replaceChildren(...order);
-  const view = { id: data.id, send: null, kinds, listeners: [], ready: false, busy: false, pending: null };
+  const view = { id: data.id, send: null, kinds, listeners: [], ready: false, busy: false, pending: null,
+                 sawRaw: false };
   view.attach = () => { // the decoders found so far; the view glides once all are there
     for (const k of kinds) k.decoder = STORE.decoders.get(k.id) || null;
     view.ready = kinds.every((k) => k.decoder);
@@ -154,7 +155,7 @@ function buildView(root, data) {
 
   // At most one decode per displayed frame, as early as possible: the first move of a frame is
   // decoded at once, a later one waits for the next frame (the newest wins). Chromium's
-  // pointerrawupdate arrives as the input does; pointermove waits for the next frame.
+  // pointerrawupdate arrives as the input does; pointermove is held until the next frame.
   function frame() {
     view.busy = false;
     if (!view.pending) return;
@@ -172,7 +173,15 @@ function buildView(root, data) {
     requestAnimationFrame(frame);
   }
 
-  function leave() { for (const k of kinds) drawCross(k, null, null); }
+  // pointerrawupdate where the browser has it (Chromium, mouse and pen), pointermove otherwise
+  // (other browsers; touch): once a raw update has come, the aligned copies are left alone
+  function rawMove(event) { view.sawRaw = true; move(event); }
+  function alignedMove(event) { if (!view.sawRaw) move(event); }
+
+  function leave() {
+    view.pending = null;
+    for (const k of kinds) drawCross(k, null, null);
+  }
 
   function click(event) {
     const p = mapPoint(event, event.currentTarget);
@@ -180,8 +189,8 @@ function buildView(root, data) {
   }
 
   for (const k of kinds) {
-    const moveEvent = "onpointerrawupdate" in globalThis ? "pointerrawupdate" : "pointermove";
-    for (const [type, fn] of [[moveEvent, move], ["pointerleave", leave], ["click", click]]) {
+    for (const [type, fn] of [["pointerrawupdate", rawMove], ["pointermove", alignedMove], ["pointerleave", leave],
+                              ["click", click]]) {
       k.map.addEventListener(type, fn);
       view.listeners.push([k.map, type, fn]);
     }
