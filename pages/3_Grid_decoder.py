@@ -120,7 +120,7 @@ if not show_prior and "vae" in lmap.kinds:
     st.caption("The prior N(0, I) cannot be drawn on a UMAP or t-SNE map (they bend space); use PCA or a 2-D pair.")
 
 # --- glide to decode: both decoders run in the browser under the pointer (ui/live_decode.py) ---
-live_decode.section(pair, models, lmap, click_key=CLICK)
+live_decode.section(models, lmap, click_key=CLICK)
 
 # --- the clicked location, decoded ------------------------------------------------------------
 st.subheader("The clicked location, decoded")

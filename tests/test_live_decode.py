@@ -66,7 +66,7 @@ def test_maps_without_a_linear_inverse_and_conv_pairs_keep_the_click_path():
     mlp = {"ae": SimpleNamespace(config=SimpleNamespace(family="mlp"))}
     conv = {"ae": SimpleNamespace(config=SimpleNamespace(family="conv"))}
     linear = SimpleNamespace(transform_is_exact=True, method="pca")
-    assert live_decode.unavailable_reason(None, mlp, linear) is None
+    assert live_decode.unavailable_reason(mlp, linear) is None
     assert "umap map has none" in live_decode.unavailable_reason(
-        None, mlp, SimpleNamespace(transform_is_exact=False, method="umap"))
-    assert "conv decoder" in live_decode.unavailable_reason(None, conv, linear)
+        mlp, SimpleNamespace(transform_is_exact=False, method="umap"))
+    assert "conv decoder" in live_decode.unavailable_reason(conv, linear)

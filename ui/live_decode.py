@@ -65,7 +65,7 @@ def view_data(map_key: str, decoder_ids: tuple, _lmap: maps.LatentMap, _shapes: 
     """Everything the component needs for one map of one pair (plain JSON): built once, the
     same object on every rerun. The maps are drawn by `maps.render_map_image` on the map's own
     square view (dots, the prior's circle on the VAE's), not on the page's zoomed one, so a
-    zoom or a grid setting does not resend the weights."""
+    zoom or a grid setting leaves the element unchanged (Streamlit then sends only its hash)."""
     canvas = maps.MapCanvas(_lmap.xlim, _lmap.ylim)
     center = _lmap.prior_center()
     images, inverse = {}, {}
@@ -93,28 +93,28 @@ def view_data(map_key: str, decoder_ids: tuple, _lmap: maps.LatentMap, _shapes: 
 
 
 def payload_bytes(data: dict) -> int:
-    """The element's data as JSON, in bytes: what crosses the network once per map."""
+    """A payload as JSON, in bytes: what crosses the network."""
     return len(json.dumps(data).encode())
 
 
-def unavailable_reason(pair, models: dict, lmap: maps.LatentMap) -> str | None:
+def unavailable_reason(models: dict, lmap: maps.LatentMap) -> str | None:
     """Why this pair and map cannot glide (None when they can)."""
     if not lmap.transform_is_exact:
         return (f"Live decoding needs a map with an exact, linear inverse (latent axes or PCA); the {lmap.method} map "
                 "has none. Click the maps above instead, or pick PCA in the sidebar.")
     family = next(iter(models.values())).config.family
     if family not in ("mlp", "tutorial-mlp"):
-        return (f"Live decoding runs the MLP decoders of the MNIST pairs; this pair's {family} decoder (transposed "
-                "convolutions, tens of millions of multiply-adds per image) would not keep up with the pointer in plain "
-                "JavaScript. Click the maps above instead.")
+        return (f"Live decoding runs the MLP decoders of the MNIST pairs in your browser; this pair's {family} decoder "
+                "(convolutions: about 9 times an MLP's work per image, and a kernel plain JavaScript does not have) "
+                "would not keep up with the pointer. Click the maps above instead.")
     return None
 
 
-def section(pair, models: dict, lmap: maps.LatentMap, click_key: str) -> None:
+def section(models: dict, lmap: maps.LatentMap, click_key: str) -> None:
     """The page's live-decode section. A click stores {"map", "kind", "point"} in
     st.session_state[click_key] (a callback: the page reads it on the rerun it starts)."""
     st.subheader(TITLE)
-    reason = unavailable_reason(pair, models, lmap)
+    reason = unavailable_reason(models, lmap)
     if reason is not None:
         st.info(reason)
         return
