@@ -91,6 +91,10 @@ def test_a_glide_over_the_grid_decoders_map_decodes_in_the_browser_without_the_s
     area = page.locator(".live-map").first
     area.scroll_into_view_if_needed()
     box = area.bounding_box()
+    # browsers without pointerrawupdate (and touch) glide on plain pointermove events
+    area.dispatch_event("pointermove", {"clientX": box["x"] + box["width"] * 0.5,
+                                        "clientY": box["y"] + box["height"] * 0.5, "bubbles": True})
+    page.wait_for_function("() => globalThis.__latentExplorerLive.last !== null", timeout=10_000)
     seen, t0 = [], time.monotonic()
     for f in np.linspace(0.2, 0.8, 25):
         page.mouse.move(box["x"] + box["width"] * f, box["y"] + box["height"] * (1 - f))
