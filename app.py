@@ -51,6 +51,7 @@ def home() -> None:
     - **Reconstructions**: reconstructions, interpolations and samples from the prior, with scores; and
       what a model trained on only 1,000 images does with images it has never seen.
     - **Draw**: draw a digit and see where each model puts it.
+    - **β dial**: one family of models from the AE (β = 0) to VAEs past posterior collapse, on one slider.
     - **Train**: train your own AE/VAE pair in the background and watch the latent map form.
     """
     )
@@ -114,5 +115,6 @@ PAGES = [
     st.Page("pages/3_Grid_decoder.py", title="Grid decoder", url_path="Grid_decoder"),
     st.Page("pages/4_Reconstructions.py", title="Reconstructions", url_path="Reconstructions"),
     st.Page("pages/5_Draw.py", title="Draw", url_path="Draw"),
+    st.Page("pages/6_Beta_dial.py", title="β dial", url_path="Beta_dial"),
 ]
 st.navigation(PAGES).run()

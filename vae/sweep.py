@@ -47,6 +47,7 @@ class Family:
     preset: str
     latent_dim: int
     dataset: str
+    image_shape: tuple = ()
 
     @property
     def betas(self) -> list[float]:
@@ -76,5 +77,62 @@ def find_families(folders) -> list[Family]:
             continue
         cfg = meta.get("model_config", {})
         families.append(Family(name, folder, tuple(sorted(members)), cfg.get("preset", ""),
-                               int(cfg.get("latent_dim", 0)), str(meta.get("dataset", {}).get("name", ""))))
+                               int(cfg.get("latent_dim", 0)), str(meta.get("dataset", {}).get("name", "")),
+                               tuple(cfg.get("image_shape", ()))))
     return families
+
+
+# --- what the dial shows: each member measured and drawn on the same axes -------------------------
+VIEW = 3.5  # every member's map and grid on the same window, [-VIEW, VIEW]^2: the prior's world
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member of a family, ready to show: figures and pictures on the family's shared axes."""
+
+    beta: float
+    figures: dict  # recon, kl, neg_elbo (test, from training), prior recognised/entropy per judge, active_units
+    points: object  # [N, 2] test codes on the shared axes (2-D: the code; more: its own PCA plane)
+    labels: object  # [N]
+    grid: object  # decoded grid images [n*n, H, W, C]
+    samples: object  # 16 prior samples [16, H, W, C]
+    recons: object  # [2, H, W, C] reconstructions of two fixed test images
+
+
+def member_view(ckpt, test, judges: dict, n_points: int = 1000, grid_n: int = 10, seed: int = 0) -> Member:
+    """Everything the dial shows for one member, computed once (the app caches it, `ui.prebuild`
+    bakes it in). Judges: name -> classifier."""
+    import numpy as np
+
+    from .latent import decode_points, encode_split, grid_points_2d, sample_prior
+    from .lesson import judge_images, prior_sample_images
+    from .maps import sample_indices
+    from .metrics import active_units
+    from .projections import make_projection
+
+    model = ckpt.model.eval()
+    idx = sample_indices(len(test), n_points, seed)
+    codes = encode_split(model, type(test)(test.images[idx], test.labels[idx]))
+    dim = codes.latent_dim
+    proj = make_projection("identity" if dim == 2 else "pca", dim, seed=seed).fit(codes)
+    grid_codes = proj.inverse_transform(grid_points_2d((-VIEW + VIEW / grid_n, VIEW - VIEW / grid_n),
+                                                       (-VIEW + VIEW / grid_n, VIEW - VIEW / grid_n), grid_n))
+    figures = {k: ckpt.metrics[k] for k in ("recon", "kl", "neg_elbo") if k in ckpt.metrics}
+    figures.setdefault("kl", 0.0)
+    figures |= active_units(model, test.subset(2000, seed))
+    prior = prior_sample_images(model)
+    for name, judge in judges.items():
+        v = judge_images(judge, prior)
+        figures[f"prior_recognised [{name}]"], figures[f"prior_entropy [{name}]"] = v.recognised, v.entropy
+    fixed = test.images[:2]
+    return Member(
+        beta=float(ckpt.config.beta if ckpt.config.variational else 0.0), figures=figures,
+        points=np.asarray(proj.transform(codes.mean), np.float32), labels=codes.labels,
+        grid=decode_points(model, np.asarray(grid_codes, np.float32)), samples=sample_prior(model, 16, seed)[1],
+        recons=decode_points(model, codes_of(model, fixed)))
+
+
+def codes_of(model, images):
+    from .metrics import encode_means
+
+    return encode_means(model, images).numpy()
