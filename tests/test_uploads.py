@@ -2,6 +2,7 @@
 import io
 import struct
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +10,8 @@ from PIL import Image
 
 from vae import DatasetError, load_dataset
 from vae.uploads import UploadLimits, store_upload
+
+ROOT = Path(__file__).resolve().parent.parent  # AppTest resolves a relative path against this file
 
 
 def npz_bytes(**arrays) -> bytes:
@@ -213,7 +216,7 @@ def test_the_hosted_train_page_offers_an_upload_and_says_where_it_works(tmp_path
     monkeypatch.setenv("SPACE_HOST", "teacher-latent-explorer.hf.space")
     st.cache_resource.clear()
     try:
-        at = AppTest.from_file("pages/1_Train.py", default_timeout=60).run()
+        at = AppTest.from_file(ROOT / "pages/1_Train.py", default_timeout=60).run()
         options = at.selectbox(key="train_dataset").options
         assert "Upload (.npz or .zip)" in options and not any("on this server" in o for o in options)
         at.selectbox(key="train_dataset").select("upload").run()
