@@ -140,3 +140,23 @@ def test_a_tiny_training_job_shows_progress_and_stops_when_asked(page, app_url, 
     finally:
         other.close()
     page.get_by_text(re.compile(r"^Stopped (after|before)")).first.wait_for(timeout=30_000)  # the first tab follows
+
+
+def test_a_digit_drawn_on_the_canvas_is_encoded_by_both_models(page, app_url):
+    open_page(page, app_url, "Draw", "Draw a digit")
+    # streamlit-drawable-canvas draws into a <canvas> inside its own component iframe
+    canvas = page.frame_locator('iframe[title*="st_canvas"]').first.locator("canvas").last
+    box = canvas.bounding_box()
+    assert box and box["width"] >= 250, box
+    assert page.get_by_text("Nothing drawn yet.").count() == 1
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.15)
+    page.mouse.down()
+    for step in range(1, 21):  # a vertical stroke: a "1"
+        page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * (0.15 + 0.035 * step))
+    page.mouse.up()
+    captions = page.locator('[data-testid="stImageCaption"]')
+    captions.filter(has_text="What the models see").first.wait_for(timeout=60_000)
+    wait_until_idle(page)
+    assert_no_failure(page)
+    assert captions.filter(has_text="reconstruction").count() == 2
+    assert page.get_by_text("The star is exactly where the code lands on this map").count() == 1
