@@ -21,10 +21,7 @@ def app_env(tmp_path, monkeypatch):
     st.cache_resource.clear()
     st.cache_data.clear()
     yield tmp_path
-    from ui import state
-
-    state.registry().shutdown()  # the registry the app used (cache_resource is process-wide)
-    st.cache_resource.clear()
+    st.cache_resource.clear()  # releasing the registry stops its jobs (cache_resource is process-wide)
     st.cache_data.clear()
 
 
@@ -142,3 +139,16 @@ def test_hosted_mode_hides_server_paths_and_caps_the_form(app_env, monkeypatch):
     preset = at.selectbox(key="train_preset").value
     assert at.number_input(key=f"train_epochs_{preset}").max == 20
     assert at.number_input(key=f"train_limit_{preset}").value == 20_000
+
+
+def test_clearing_the_servers_cache_stops_its_training_jobs(app_env, bands_npz):
+    from ui import state
+
+    at = AppTest.from_file(ROOT / "pages/1_Train.py", default_timeout=30).run()
+    train_page(at, str(bands_npz), epochs=200, batch=8)
+    rerun_until(at, lambda a: a.progress)
+    [job] = state.registry().list()
+    st.cache_resource.clear()  # what the app menu's "Clear cache" does
+    assert job.view().state == "stopped"
+    assert not [t for t in threading.enumerate() if t.name.startswith("train-")]
+    assert state.registry().list() == []  # a fresh registry, and no thread of the old one races it

@@ -67,10 +67,7 @@ def app_env(checkpoint_dir, tmp_path, monkeypatch):
     st.cache_resource.clear()
     st.cache_data.clear()
     yield tmp_path
-    from ui import state
-
-    state.registry().shutdown()
-    st.cache_resource.clear()
+    st.cache_resource.clear()  # releasing the registry stops its jobs
     st.cache_data.clear()
 
 
