@@ -105,9 +105,9 @@ def test_choosing_a_pair_whose_weights_do_not_load_shows_an_error_not_a_tracebac
 
 
 # --- nonsense in the Train form --------------------------------------------------------------------------
-# The browser clamps a number_input to its bounds, and so does the server: a value a client sends
-# past min/max is replaced by the widget's default (streamlit's NumberInputSerde.deserialize; 1.51
-# passed it through). Nonsense therefore never reaches a job from the form; the library's own checks
+# The browser will not submit a number_input past its bounds (the field says why), and the server
+# does not take one either: a value a client sends past min/max is replaced by the widget's default
+# (streamlit's NumberInputSerde.deserialize; 1.51 passed it through). Nonsense therefore never reaches a job from the form; the library's own checks
 # (test_the_library_refuses_nonsense_in_a_job_spec) guard every other caller.
 NONSENSE = [("epochs", 10**9, "epochs"), ("batch", -5, "batch_size"), ("batch", 0, "batch_size"), ("lr", 5.0, "lr"),
             ("lr", -0.001, "lr"), ("latent", 0, "latent_dim"), ("latent", 10**6, "latent_dim"),
