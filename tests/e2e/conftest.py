@@ -1,5 +1,6 @@
 """Fixtures of the real-browser tests: one `streamlit run app.py` server for the whole session,
-on a free port, with its state in a temporary folder, and one headless Debian Chromium.
+on a free port, with its state in a temporary folder and this repository's configuration (the
+Space's is `space_environment()`), and one headless Debian Chromium.
 
 Playwright's own browser download needs a network this project's CI does not have, so the
 tests drive /usr/bin/chromium (.ci/run installs it) and are skipped, saying why, without it."""
