@@ -117,7 +117,8 @@ def page_map_key(folder, pair: str) -> str:
 
     ids = {kind: file_sha256(folder / f"{pair}-{kind}.safetensors") for kind in ("ae", "vae")}
     data_key = maps.data_id("embedded-mnist", load_dataset("embedded-mnist").test)
-    return maps.map_key(ids, data_key, 1000, "identity" if PAIRS[pair] == 2 else "pca", 0)
+    return maps.map_key(ids, data_key, 1000, "identity" if PAIRS[pair] == 2 else "pca", 0,
+                        aligned=maps.default_aligned(PAIRS[pair]))
 
 
 @pytest.mark.parametrize("pair", PAIRS)
@@ -143,7 +144,9 @@ def test_grid_decoder_hole_map_shows_the_recognised_share_per_model(judged_env):
     assert [m.label.split(":")[0] for m in at.metric] == ["AE", "VAE"]
     assert all(m.value.endswith("%") and 0 <= int(m.value[:-1]) <= 100 for m in at.metric)
     assert any("not a recognisable digit — a hole" in m.value for m in at.markdown)
-    assert len(at.image) == 3  # the legend and the two decoded grids
+    assert len(at.image) == 5  # the legend, the two territory maps and the two decoded grids
+    assert any(i.value.startswith("**What this pair shows**") for i in at.info)  # judged by the tiny judge
+    assert len(at.get("plotly_chart")) == 2  # class shares of the grid and of prior samples
     # equal prior mass per cell (a 2-D VAE): still a share per model, now of prior mass
     at.toggle[[t.label for t in at.toggle].index("Equal prior mass per cell")].set_value(True).run()
     assert not at.exception, [e.value for e in at.exception]
@@ -289,7 +292,9 @@ def test_projection_cache_is_reused_without_refitting(pair_dir, tmp_path, monkey
     cache = ProjectionCache(tmp_path)
     first, _ = _tiny_map(pair_dir, "tiny8d", cache=cache)
     assert not first.from_disk and len(list(tmp_path.glob("pca-*.npz"))) == 2
-    monkeypatch.setattr(maps, "make_projection", lambda *a, **k: pytest.fail("refitted a cached projection"))
+    import vae.maps
+
+    monkeypatch.setattr(vae.maps, "make_projection", lambda *a, **k: pytest.fail("refitted a cached projection"))
     second, _ = _tiny_map(pair_dir, "tiny8d", cache=ProjectionCache(tmp_path))
     assert second.from_disk
     for kind in first.kinds:

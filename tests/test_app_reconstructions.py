@@ -96,8 +96,10 @@ def captions(at, index) -> list[str]:
 def test_shows_pictures_charts_instant_scores_and_downloads(monkeypatch, shipped, tmp_path):
     at = open_page(monkeypatch, shipped, tmp_path / "state")
     assert not at.error
-    # test images, AE and VAE reconstructions, two path ends (one element), two paths, three sample grids
-    assert len(at.image) == 9
+    # test images, AE and VAE reconstructions, two path ends (one element), two paths, three sample grids;
+    # the pair trained on 500 images, so section 5 shows 3 rows (images, AE, VAE) for training and unseen images
+    assert len(at.image) == 9 + 6
+    assert any("This pair saw only **500 training images**" in m.value for m in at.markdown)
     assert len(at.get("plotly_chart")) == 2  # path chart, KL per dimension
     page = text(at)
     for line in ("Reconstruction error (nats): AE", "KL (nats): AE", "-ELBO (nats): AE",
