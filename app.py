@@ -46,6 +46,7 @@ def home() -> None:
     st.subheader("Where to go")
     st.markdown(
         """
+    - **Lesson**: the argument step by step for a class, predict then reveal, made to be projected.
     - **Grid decoder**: decode any location of the map; the judges say what each pair really shows.
     - **Latent map**: every test image as a point, AE beside VAE.
     - **Reconstructions**: reconstructions, interpolations and samples from the prior, with scores; and
@@ -110,6 +111,7 @@ def pair_rows(pairs) -> list[dict]:
 
 PAGES = [
     st.Page(home, title="Home", default=True),
+    st.Page("pages/0_Lesson.py", title="Lesson", url_path="Lesson"),
     st.Page("pages/1_Train.py", title="Train", url_path="Train"),
     st.Page("pages/2_Latent_map.py", title="Latent map", url_path="Latent_map"),
     st.Page("pages/3_Grid_decoder.py", title="Grid decoder", url_path="Grid_decoder"),
