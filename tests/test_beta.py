@@ -57,13 +57,41 @@ def test_the_dial_page_shows_every_member_and_moves(bands_npz, tmp_path, monkeyp
     assert train_main(["--preset", "mnist-2d", "--data", str(bands_npz), "--epochs", "1", "--batch-size", "64",
                        "--beta", "0,1,8", "--weights-only", "--out", str(state / "trained" / "tiny")]) == 0
     monkeypatch.setenv("LATENT_EXPLORER_STATE", str(state))
+    monkeypatch.setenv("LATENT_EXPLORER_CHECKPOINTS", str(tmp_path / "none"))  # only the tiny family
     monkeypatch.chdir(ROOT)
     at = AppTest.from_file(str(ROOT / "pages" / "6_Beta_dial.py"), default_timeout=240).run()
     assert not at.exception
     [slider] = at.select_slider
-    assert [m.value for m in at.markdown if m.value.startswith("**β = 0** (the AE)")]
+    assert [m.value for m in at.markdown if m.value.startswith("**β = 0** (the AE)")], [m.value for m in at.markdown]
     assert len(at.dataframe) == 1 and len(at.get("plotly_chart")) == 1
     at = slider.set_value(8.0).run()
     assert not at.exception
     shown = [m.value for m in at.markdown if m.value.startswith("**β = 8**")]
     assert shown and "code dimensions active" in shown[0]
+
+
+def sweep_card() -> dict[tuple[str, float], list[str]]:
+    text = (ROOT / "checkpoints" / "README.md").read_text()
+    rows = re.findall(r"^\| (sweep-[\w-]+) \| ([\d.]+) \| (.+) \|$", text, flags=re.M)
+    return {(name, float(beta)): [c.strip() for c in rest.split("|")] for name, beta, rest in rows}
+
+
+def test_the_shipped_sweeps_match_their_table():
+    from vae.classifier import load_classifier
+    from vae.lesson import judge_images, prior_sample_images
+
+    card = sweep_card()
+    families = {f.name: f for f in find_families([ROOT / "checkpoints"])}
+    assert set(families) == {"sweep-mnist-2d", "sweep-mnist-mlp"}
+    judges = [load_classifier(ROOT / "checkpoints" / f"classifier-mnist{s}.safetensors") for s in ("", "-mlp")]
+    for name, family in families.items():
+        assert family.betas == [0, 0.1, 0.3, 1, 3, 10]
+        for beta, path in family.members:
+            ck = load_checkpoint(path)
+            recon, kl, elbo, _, cnn, mlp, *_ = card[(name, beta)]
+            assert float(recon) == pytest.approx(ck.metrics["recon"], abs=0.006)
+            assert float(kl) == pytest.approx(ck.metrics.get("kl", 0.0), abs=0.006)
+            assert float(elbo) == pytest.approx(ck.metrics.get("neg_elbo", ck.metrics["recon"]), abs=0.006)
+            prior = prior_sample_images(ck.model)
+            for judge, stated in zip(judges, (cnn, mlp)):
+                assert judge_images(judge, prior).recognised == pytest.approx(float(stated), abs=0.0015)

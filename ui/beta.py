@@ -121,6 +121,13 @@ def trends(panels: list[Panel]) -> list[str]:
             name = key.split("[")[1].rstrip("]")
             out.append(f"Prior samples become images: the {name} judge recognises {low[1][key]:.0%} of them at "
                        f"β = {low[0]:g} and {best[1][key]:.0%} at β = {best[0]:g} (every judge sees the rise).")
+    entropies = [k for k in figs[0][1] if k.startswith("prior_entropy")]
+    if entropies:
+        key = entropies[0]
+        low, best = figs[0], max(figs, key=lambda bf: bf[1][key])
+        if all(best[1][k] >= low[1][k] + 0.2 for k in entropies):
+            out.append(f"Prior samples spread over more classes: class entropy {low[1][key]:.2f} nats at β = "
+                       f"{low[0]:g}, {best[1][key]:.2f} at β = {best[0]:g} (ln 10 = 2.30 is even; every judge sees it).")
     units = [(b, f["active_units"]) for b, f in figs]
     top = max(u for _, u in units)
     collapsed = [(b, u) for b, u in units if u < top]
