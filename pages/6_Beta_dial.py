@@ -7,17 +7,16 @@ from ui import beta as B
 from ui import state
 
 st.set_page_config(page_title="β dial · Latent Explorer", page_icon="🧭", layout="wide")
-state.pair_picker()  # the sidebar's pair choice stays put while the dial shows its own family
+pair = state.pair_picker()  # the dial opens on the sweep of the same latent size as the sidebar's pair
 
 st.title("β dial: from AE to VAE")
 st.markdown(
     """
 A VAE's loss is *reconstruction error + β × KL*: the KL term pulls every code towards the prior
 N(0, I). With **β = 0** there is no pull at all: that model is the plain **AE**. The models below
-share everything (network, data, seed, epochs, batches) except β. Slide it and watch the codes
-gather into the prior's circles, the prior samples turn into images, and, past some β, the
-reconstructions blur as code dimensions stop carrying information. Every panel uses the same
-axes for every β.
+share everything (network, data, seed, epochs, batches) except β. Slide it and watch the map,
+the decoded grid, the prior samples and the reconstructions change; every panel uses the same
+axes for every β. What this sweep measurably shows is listed under the rate–distortion curve.
 """
 )
 
@@ -26,7 +25,9 @@ if not found:
     st.info("No β sweep here yet: train one with `python -m vae.train --preset mnist-2d --beta 0,0.1,1,4`.")
     st.stop()
 by_name = {f.name: f for f in found}
-name = st.selectbox("Sweep", list(by_name), format_func=lambda n: f"{n} ({by_name[n].latent_dim}-D latent, "
+names = list(by_name)
+same = [n for n in names if pair is not None and by_name[n].latent_dim == pair.latent_dim]
+name = st.selectbox("Sweep", names, index=names.index(same[0]) if same else 0, format_func=lambda n: f"{n} ({by_name[n].latent_dim}-D latent, "
                     f"{len(by_name[n].members)} values of β)", key="beta_family")
 family = by_name[name]
 panels = B.panels(family)
