@@ -28,6 +28,11 @@ except LatentExplorerError as err:
 family = next((f for f in B.families() if f.latent_dim == pair.latent_dim and f.dataset == pair.dataset), None)
 steps = lesson_steps.build_steps(pair, models, data, B.panels(family) if family else None)
 
+def _wide(image) -> bool:
+    w, h = image.size if hasattr(image, "size") and not hasattr(image, "shape") else image.shape[1::-1]
+    return w > 2.5 * h
+
+
 # the step lives in the address (?step=3), so a teacher can link to it
 try:
     index = min(max(int(st.query_params.get("step", 1)), 1), len(steps)) - 1
@@ -54,8 +59,12 @@ if step.question:
 if revealed:
     with st.container(key="lesson-sentence", border=False):
         st.markdown(f"<div class='lesson-sentence'>\n\n{step.sentence}\n\n</div>", unsafe_allow_html=True)
-    if step.images:
-        for col, (caption, image) in zip(st.columns(len(step.images)), step.images):
+    strips = [(c, im) for c, im in step.images if _wide(im)]  # rows of images: one under the other
+    tiles = [(c, im) for c, im in step.images if not _wide(im)]
+    for caption, image in strips:
+        st.image(image, caption=caption, width="stretch")
+    if tiles:
+        for col, (caption, image) in zip(st.columns(len(tiles)), tiles):
             col.image(image, caption=caption, width="stretch")
     if step.chart is not None:
         st.plotly_chart(step.chart, key=f"lesson_chart_{index}", config={"displaylogo": False})
