@@ -2,6 +2,10 @@
 FROM python:3.11-slim
 
 RUN useradd --create-home --uid 1000 user
+# The Space shows the app in a frame on huggingface.co, where the browser withholds the XSRF
+# cookie (a third-party cookie) and every upload would get 403. So XSRF protection is off here,
+# and only here (the last variable; .streamlit/config.toml keeps it on locally, the README says why
+# this is safe for this app, tests/e2e/test_iframe_upload.py proves both). CORS protection stays on.
 ENV HOME=/home/user \
     PATH=/home/user/.local/bin:$PATH \
     PIP_NO_CACHE_DIR=1 \
@@ -12,7 +16,8 @@ ENV HOME=/home/user \
     LATENT_EXPLORER_DATA=/tmp/latent-explorer/data \
     LATENT_EXPLORER_HOSTED=1 \
     LATENT_EXPLORER_TRAIN_THREADS=1 \
-    STREAMLIT_BROWSER_GATHER_USAGE_STATS=false
+    STREAMLIT_BROWSER_GATHER_USAGE_STATS=false \
+    STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION=false
 WORKDIR /home/user/app
 
 # CPU-only torch first (the default PyPI wheel pulls several GB of CUDA); requirements.txt pins

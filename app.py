@@ -46,11 +46,13 @@ def home() -> None:
     st.subheader("Where to go")
     st.markdown(
         """
+    - **Lesson**: the argument step by step for a class, predict then reveal, made to be projected.
     - **Grid decoder**: decode any location of the map; the judges say what each pair really shows.
     - **Latent map**: every test image as a point, AE beside VAE.
     - **Reconstructions**: reconstructions, interpolations and samples from the prior, with scores; and
       what a model trained on only 1,000 images does with images it has never seen.
     - **Draw**: draw a digit and see where each model puts it.
+    - **β dial**: one family of models from the AE (β = 0) to VAEs past posterior collapse, on one slider.
     - **Train**: train your own AE/VAE pair in the background and watch the latent map form.
     """
     )
@@ -109,10 +111,12 @@ def pair_rows(pairs) -> list[dict]:
 
 PAGES = [
     st.Page(home, title="Home", default=True),
+    st.Page("pages/0_Lesson.py", title="Lesson", url_path="Lesson"),
     st.Page("pages/1_Train.py", title="Train", url_path="Train"),
     st.Page("pages/2_Latent_map.py", title="Latent map", url_path="Latent_map"),
     st.Page("pages/3_Grid_decoder.py", title="Grid decoder", url_path="Grid_decoder"),
     st.Page("pages/4_Reconstructions.py", title="Reconstructions", url_path="Reconstructions"),
     st.Page("pages/5_Draw.py", title="Draw", url_path="Draw"),
+    st.Page("pages/6_Beta_dial.py", title="β dial", url_path="Beta_dial"),
 ]
 st.navigation(PAGES).run()

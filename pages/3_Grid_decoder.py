@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui import lesson, maps, scores, state
+from ui import lesson, live_decode, maps, scores, state
 from ui.style import MODEL_LABELS
 from vae.errors import LatentExplorerError
 from vae.latent import nearest_indices
@@ -183,6 +183,8 @@ if len(lmap.kinds) == 2 and named:
                    + ", ".join(f"{MODEL_LABELS[k]} {s[0]:.2g} × {s[1]:.2g}" for k, s in spread.items())
                    + " (the prior's is 1 × 1). Nothing ties the AE's codes to the prior, so N(0, I) covers only the "
                      "middle of its map, and whichever classes happen to sit there own its prior samples.")
+# --- glide to decode: both decoders run in the browser under the pointer (ui/live_decode.py) ---
+live_decode.section(models, lmap, click_key=CLICK)
 
 # --- the clicked location, decoded ------------------------------------------------------------
 st.subheader("The clicked location, decoded")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from vae.classifier import save_classifier, train_classifier
 from vae.data import load_dataset
 from vae.projections import ProjectionCache
 
+ROOT = Path(__file__).resolve().parent.parent  # AppTest resolves a relative path against this file
 PAGES = ["pages/2_Latent_map.py", "pages/3_Grid_decoder.py", "pages/5_Draw.py"]
 PAIRS = {"tiny2d": 2, "tiny8d": 8}
 
@@ -73,7 +75,7 @@ def app_env(pair_dir, tmp_path, monkeypatch):
 
 
 def run_page(page: str, pair: str, **state) -> AppTest:
-    at = AppTest.from_file(page, default_timeout=120)
+    at = AppTest.from_file(ROOT / page, default_timeout=120)
     at.session_state["pair_name"] = pair
     for key, value in state.items():
         at.session_state[key] = value
@@ -102,11 +104,11 @@ def test_latent_map_page_shows_both_maps_and_a_selected_image(app_env, pair_dir,
     at = run_page(PAGES[0], pair)
     assert len(at.get("plotly_chart")) == 2
     assert any("1,000 test images" in c.value for c in at.caption)  # the whole embedded test split
-    assert len(at.get("download_button")) == 1
+    assert len(at.download_button) == 1
     # a selection (what the on_select callback stores) shows the input and both reconstructions
     at = run_page(PAGES[0], pair, latent_map_selected=(page_map_key(pair_dir, pair), 3))
-    assert len(at.get("imgs")) == 3
-    assert any("Input: test image" in str(i.proto) for i in at.get("imgs"))
+    assert len(at.image) == 3
+    assert any("Input: test image" in c for i in at.image for c in i.captions)
 
 
 def page_map_key(folder, pair: str) -> str:
@@ -115,20 +117,21 @@ def page_map_key(folder, pair: str) -> str:
 
     ids = {kind: file_sha256(folder / f"{pair}-{kind}.safetensors") for kind in ("ae", "vae")}
     data_key = maps.data_id("embedded-mnist", load_dataset("embedded-mnist").test)
-    return maps.map_key(ids, data_key, 1000, "identity" if PAIRS[pair] == 2 else "pca", 0)
+    return maps.map_key(ids, data_key, 1000, "identity" if PAIRS[pair] == 2 else "pca", 0,
+                        aligned=maps.default_aligned(PAIRS[pair]))
 
 
 @pytest.mark.parametrize("pair", PAIRS)
 def test_grid_decoder_page_decodes_a_clicked_location(app_env, pair):
     at = run_page(PAGES[1], pair)
     assert len(at.get("component_instance")) == 2  # the two clickable maps
-    assert len(at.get("imgs")) == 2  # the two decoded grids
-    assert len(at.get("download_button")) == 2
+    assert len(at.image) == 2  # the two decoded grids
+    assert len(at.download_button) == 2
     assert any(("exactly" if pair == "tiny2d" else "PCA inverse") in i.value for i in at.info)
     # a click in empty space on the AE map, as streamlit-image-coordinates reports it
     at = run_page(PAGES[1], pair, grid_map_ae={"x": 60, "y": 30, "width": 496, "height": 480, "unix_time": 1})
     assert any("You clicked the **AE** map" in m.value for m in at.markdown)
-    assert len(at.get("imgs")) == 2 + 2 * 2  # + per model: the decoded location and its nearest images
+    assert len(at.image) == 2 + 2 * 2  # + per model: the decoded location and its nearest images
     # no classifier for embedded-mnist in this folder: one line says so, and there is no hole map
     assert any("No reference classifier for embedded-mnist" in c.value for c in at.caption)
     assert not [t for t in at.toggle if t.key == "grid_hole_map"] and not at.metric
@@ -141,7 +144,9 @@ def test_grid_decoder_hole_map_shows_the_recognised_share_per_model(judged_env):
     assert [m.label.split(":")[0] for m in at.metric] == ["AE", "VAE"]
     assert all(m.value.endswith("%") and 0 <= int(m.value[:-1]) <= 100 for m in at.metric)
     assert any("not a recognisable digit — a hole" in m.value for m in at.markdown)
-    assert len(at.get("imgs")) == 3  # the legend and the two decoded grids
+    assert len(at.image) == 5  # the legend, the two territory maps and the two decoded grids
+    assert any(i.value.startswith("**What this pair shows**") for i in at.info)  # judged by the tiny judge
+    assert len(at.get("plotly_chart")) == 2  # class shares of the grid and of prior samples
     # equal prior mass per cell (a 2-D VAE): still a share per model, now of prior mass
     at.toggle[[t.label for t in at.toggle].index("Equal prior mass per cell")].set_value(True).run()
     assert not at.exception, [e.value for e in at.exception]
@@ -156,7 +161,7 @@ def test_draw_page_encodes_a_drawing_and_marks_it_on_both_maps(app_env, pair):
     assert len(at.get("component_instance")) == 1  # the canvas
     assert len(at.get("plotly_chart")) == 2
     at = run_page(PAGES[2], pair, draw_canvas=canvas_value(a_drawn_one()))
-    assert len(at.get("imgs")) == 3  # what the models see, AE and VAE reconstructions
+    assert len(at.image) == 3  # what the models see, AE and VAE reconstructions
     assert any("exactly where the code lands" in c.value for c in at.caption)
     assert len(at.get("plotly_chart")) == 2
 
@@ -287,7 +292,9 @@ def test_projection_cache_is_reused_without_refitting(pair_dir, tmp_path, monkey
     cache = ProjectionCache(tmp_path)
     first, _ = _tiny_map(pair_dir, "tiny8d", cache=cache)
     assert not first.from_disk and len(list(tmp_path.glob("pca-*.npz"))) == 2
-    monkeypatch.setattr(maps, "make_projection", lambda *a, **k: pytest.fail("refitted a cached projection"))
+    import vae.maps
+
+    monkeypatch.setattr(vae.maps, "make_projection", lambda *a, **k: pytest.fail("refitted a cached projection"))
     second, _ = _tiny_map(pair_dir, "tiny8d", cache=ProjectionCache(tmp_path))
     assert second.from_disk
     for kind in first.kinds:
@@ -347,16 +354,16 @@ def colour_pair_env(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("page", PAGES[:2])
 def test_without_data_the_map_pages_say_why_and_show_prior_samples(colour_pair_env, page):
-    at = AppTest.from_file(page, default_timeout=120)
+    at = AppTest.from_file(ROOT / page, default_timeout=120)
     at.session_state["pair_name"] = "colour"
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("no network" in e.value for e in at.error)
-    assert len(at.get("imgs")) == 2  # each model's decoded prior samples
+    assert len(at.image) == 2  # each model's decoded prior samples
 
 
 def test_the_draw_page_says_it_needs_a_28x28_pair(colour_pair_env):
-    at = AppTest.from_file(PAGES[2], default_timeout=120)
+    at = AppTest.from_file(ROOT / PAGES[2], default_timeout=120)
     at.session_state["pair_name"] = "colour"
     at.run()
     assert not at.exception, [e.value for e in at.exception]

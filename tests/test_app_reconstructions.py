@@ -1,6 +1,7 @@
 """The Reconstructions page: AE beside VAE, pictures, charts and scores, measured on request and
 then kept on disk, for grey MNIST pairs (with and without a reference classifier) and colour ones."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from vae.data import load_embedded_mnist
 from vae.models import Autoencoder, ModelConfig
 from vae.train import TrainConfig, Trainer
 
+ROOT = Path(__file__).resolve().parent.parent  # AppTest resolves a relative path against this file
 PAGE = "pages/4_Reconstructions.py"
 MEASURE = "recon_measure"
 
@@ -77,7 +79,7 @@ def fresh_caches():
 def open_page(monkeypatch, checkpoints, state) -> AppTest:
     monkeypatch.setenv("LATENT_EXPLORER_CHECKPOINTS", str(checkpoints))
     monkeypatch.setenv("LATENT_EXPLORER_STATE", str(state))
-    at = AppTest.from_file(PAGE, default_timeout=240)
+    at = AppTest.from_file(ROOT / PAGE, default_timeout=240)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -88,14 +90,16 @@ def text(at) -> str:
 
 
 def captions(at, index) -> list[str]:
-    return [image.caption for image in at.get("imgs")[index].proto.imgs]
+    return at.image[index].captions
 
 
 def test_shows_pictures_charts_instant_scores_and_downloads(monkeypatch, shipped, tmp_path):
     at = open_page(monkeypatch, shipped, tmp_path / "state")
     assert not at.error
-    # test images, AE and VAE reconstructions, two path ends (one element), two paths, three sample grids
-    assert len(at.get("imgs")) == 9
+    # test images, AE and VAE reconstructions, two path ends (one element), two paths, three sample grids;
+    # the pair trained on 500 images, so section 5 shows 3 rows (images, AE, VAE) for training and unseen images
+    assert len(at.image) == 9 + 6
+    assert any("This pair saw only **500 training images**" in m.value for m in at.markdown)
     assert len(at.get("plotly_chart")) == 2  # path chart, KL per dimension
     page = text(at)
     for line in ("Reconstruction error (nats): AE", "KL (nats): AE", "-ELBO (nats): AE",
@@ -106,7 +110,7 @@ def test_shows_pictures_charts_instant_scores_and_downloads(monkeypatch, shipped
     originals, ae, vae = (captions(at, i) for i in range(3))
     assert len(originals) == len(ae) == len(vae) == 10 and set(originals) <= set("0123456789")
     assert all(float(e) > 0 for e in ae + vae)  # one error per reconstructed image
-    assert len(at.get("download_button")) == 7  # 2 reconstructions, 2 paths, 3 sample grids
+    assert len(at.download_button) == 7  # 2 reconstructions, 2 paths, 3 sample grids
     assert at.button(key=MEASURE).label == "Measure continuity and completeness"
 
 
@@ -169,7 +173,7 @@ def test_without_a_classifier_measures_likelihood_only(monkeypatch, no_judge, tm
 def test_colour_pair_with_its_own_data(monkeypatch, colour, tmp_path):
     at = open_page(monkeypatch, colour, tmp_path / "state")
     assert not at.error
-    assert len(at.get("imgs")) == 9
+    assert len(at.image) == 9
     assert "No reference classifier for cifar10-tiny" in text(at)
     at.button(key=MEASURE).click().run()
     assert not at.exception and not at.error
@@ -183,6 +187,6 @@ def test_missing_data_still_shows_prior_samples(monkeypatch, colour, tmp_path):
     finally:
         (colour / "moved.npz").rename(colour / "cifar10-tiny.npz")
     assert at.error and "No test images for this pair" in at.error[0].value
-    assert len(at.get("imgs")) == 2  # AE and VAE prior samples
-    assert len(at.get("download_button")) == 2
+    assert len(at.image) == 2  # AE and VAE prior samples
+    assert len(at.download_button) == 2
     assert not [b for b in at.button if b.key == MEASURE]

@@ -2,6 +2,7 @@
 import io
 import struct
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +10,8 @@ from PIL import Image
 
 from vae import DatasetError, load_dataset
 from vae.uploads import UploadLimits, store_upload
+
+ROOT = Path(__file__).resolve().parent.parent  # AppTest resolves a relative path against this file
 
 
 def npz_bytes(**arrays) -> bytes:
@@ -202,23 +205,22 @@ def test_not_an_archive(tmp_path, name, data, match):
         store_upload(name, data, tmp_path)
 
 
-def test_the_hosted_train_page_offers_an_upload_and_says_where_it_works(tmp_path, monkeypatch):
-    """The browser part (file in, checked, offered for training) is tests/e2e/test_browser.py's."""
+def test_the_hosted_train_page_offers_an_upload(tmp_path, monkeypatch):
+    """The browser part (file in, checked, offered for training; inside another site's frame on
+    the Space) is tests/e2e/test_browser.py's and test_iframe_upload.py's."""
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("LATENT_EXPLORER_STATE", str(tmp_path / "state"))
     monkeypatch.setenv("LATENT_EXPLORER_CHECKPOINTS", str(tmp_path / "none"))
     monkeypatch.setenv("LATENT_EXPLORER_HOSTED", "1")
-    monkeypatch.setenv("SPACE_HOST", "teacher-latent-explorer.hf.space")
     st.cache_resource.clear()
     try:
-        at = AppTest.from_file("pages/1_Train.py", default_timeout=60).run()
+        at = AppTest.from_file(ROOT / "pages/1_Train.py", default_timeout=60).run()
         options = at.selectbox(key="train_dataset").options
         assert "Upload (.npz or .zip)" in options and not any("on this server" in o for o in options)
         at.selectbox(key="train_dataset").select("upload").run()
         assert not at.exception
-        assert any("https://teacher-latent-explorer.hf.space" in c.value for c in at.caption)
         assert at.button(key="FormSubmitter:train_form-Start training").disabled  # nothing uploaded yet
     finally:
         st.cache_resource.clear()

@@ -70,7 +70,14 @@ def load_pair_data(pair: catalog.PairInfo):
     return _data(meta.get("name", ""), meta.get("source", ""), tuple(pair.image_shape))
 
 
-@st.cache_resource(show_spinner=False)
+def _stop_jobs(registry) -> None:
+    registry.shutdown()
+
+
+# A cleared cache (the app menu's "Clear cache", st.cache_resource.clear()) releases the registry:
+# its jobs stop, so no training thread outlives it and races the next registry's job over the
+# same checkpoint files.
+@st.cache_resource(show_spinner=False, on_release=_stop_jobs)
 def registry():
     """The training-job registry shared by all sessions (one job per configuration)."""
     from vae.jobs import JobRegistry

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from pathlib import Path
 
@@ -75,11 +74,6 @@ def _uploaded_data(settings: Settings) -> str | None:
     upload = st.file_uploader("A .npz with uint8 x_train, x_test (N×H×W or N×H×W×C) and integer y_train, y_test, "
                               "or a .zip of a folder with train/<class>/<image> and test/<class>/<image>",
                               type=["npz", "zip"], key="train_upload")
-    host = os.environ.get("SPACE_HOST")  # a Hugging Face Space's own address (its page frames it)
-    if settings.hosted and host:
-        st.caption(f"If the upload stops with *403* here, open the app at its own address, "
-                   f"[https://{host}](https://{host}): inside the Hugging Face page the browser withholds the "
-                   "cookie that protects uploads.")
     if upload is None:
         return None
     checked = st.session_state.get(UPLOADED)

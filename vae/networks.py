@@ -9,7 +9,7 @@ import torch
 import torchvision
 from torch import nn
 
-from .models import ModelConfig
+from .config import ModelConfig
 
 
 def build_encoder(cfg: ModelConfig) -> tuple[nn.Module, int]:

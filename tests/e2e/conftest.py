@@ -1,11 +1,13 @@
 """Fixtures of the real-browser tests: one `streamlit run app.py` server for the whole session,
-on a free port, with its state in a temporary folder, and one headless Debian Chromium.
+on a free port, with its state in a temporary folder and this repository's configuration (the
+Space's is `space_environment()`), and one headless Debian Chromium.
 
 Playwright's own browser download needs a network this project's CI does not have, so the
 tests drive /usr/bin/chromium (.ci/run installs it) and are skipped, saying why, without it."""
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -36,6 +38,17 @@ def start_server(state_dir: Path, port: int, log: Path, **env) -> subprocess.Pop
            "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     with open(log, "wb") as out:
         return subprocess.Popen(cmd, cwd=ROOT, env=clean, stdout=out, stderr=subprocess.STDOUT)
+
+
+def space_environment() -> dict[str, str]:
+    """What the Dockerfile's ENV lines give the Space that decides how the app serves: its
+    Streamlit options (STREAMLIT_*) and hosted mode. Paths and the rest stay the test's own."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    env = {}
+    for line in text.splitlines():
+        if line.startswith("ENV "):
+            env.update(pair.split("=", 1) for pair in shlex.split(line[len("ENV "):]))
+    return {k: v for k, v in env.items() if k.startswith("STREAMLIT_") or k == "LATENT_EXPLORER_HOSTED"}
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = SERVER_START_S) -> None:

@@ -109,7 +109,13 @@ def test_a_tiny_training_job_shows_progress_and_stops_when_asked(page, app_url, 
     default_latent = latent.input_value()
     latent.click()
     latent.press("Control+a")
-    latent.press_sequentially("9999")  # past the form's bound (512): the browser keeps the last valid value
+    latent.press_sequentially("9999")  # past the form's bound (512): the field says so and the form waits
+    latent.press("Tab")
+    page.get_by_role("alert").filter(has_text="Please enter a value between 1 and 512").wait_for(timeout=10_000)
+    page.get_by_role("button", name="Start training").click()
+    wait_until_idle(page)
+    assert page.get_by_text("No training jobs on this server yet").count() == 1
+    latent.fill(default_latent)
     latent.press("Tab")
     page.get_by_role("button", name="Start training").click()
 
@@ -120,8 +126,7 @@ def test_a_tiny_training_job_shows_progress_and_stops_when_asked(page, app_url, 
     summary = page.locator('[data-testid="stMarkdownContainer"]').filter(has_text="epochs · batch").first.inner_text()
     assert f"latent {default_latent} ·" in summary and "20 epochs · batch 8" in summary, summary
 
-    # An out-of-bounds number keeps the focus in its field and the browser swallows clicks elsewhere
-    # (the job's Stop included) until it is corrected; so Stop from another tab, which shows the same job.
+    # Stop from another tab: it shows the same job (a job belongs to the server, not to a tab).
     other = browser.new_context(viewport={"width": 1400, "height": 1000})
     try:
         tab = other.new_page()
@@ -140,3 +145,23 @@ def test_a_tiny_training_job_shows_progress_and_stops_when_asked(page, app_url, 
     finally:
         other.close()
     page.get_by_text(re.compile(r"^Stopped (after|before)")).first.wait_for(timeout=30_000)  # the first tab follows
+
+
+def test_a_digit_drawn_on_the_canvas_is_encoded_by_both_models(page, app_url):
+    open_page(page, app_url, "Draw", "Draw a digit")
+    # streamlit-drawable-canvas draws into a <canvas> inside its own component iframe
+    canvas = page.frame_locator('iframe[title*="st_canvas"]').first.locator("canvas").last
+    box = canvas.bounding_box()
+    assert box and box["width"] >= 250, box
+    assert page.get_by_text("Nothing drawn yet.").count() == 1
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.15)
+    page.mouse.down()
+    for step in range(1, 21):  # a vertical stroke: a "1"
+        page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * (0.15 + 0.035 * step))
+    page.mouse.up()
+    captions = page.locator('[data-testid="stImageCaption"]')
+    captions.filter(has_text="What the models see").first.wait_for(timeout=60_000)
+    wait_until_idle(page)
+    assert_no_failure(page)
+    assert captions.filter(has_text="reconstruction").count() == 2
+    assert page.get_by_text("The star is exactly where the code lands on this map").count() == 1

@@ -1,0 +1,86 @@
+"""Lesson: the tutorial's argument for a class, one step at a time, predict then reveal."""
+from __future__ import annotations
+
+import streamlit as st
+
+from ui import beta as B
+from ui import lesson_steps, state
+from vae.errors import LatentExplorerError
+
+st.set_page_config(page_title="Lesson · Latent Explorer", page_icon="🧭", layout="wide")
+pair = state.pair_picker()
+# made to be projected: large type for the sentence each figure backs
+st.markdown("<style>.lesson-sentence p{font-size:1.45rem;line-height:1.5}</style>", unsafe_allow_html=True)
+
+st.title("Lesson: why a VAE's code space is usable and an AE's is not")
+if pair is None:
+    st.stop()
+models = state.pair_models_or_stop(pair)
+if set(models) != {"ae", "vae"}:
+    st.info("The lesson compares an AE with a VAE: pick a pair that has both in the sidebar.")
+    st.stop()
+try:
+    data = state.load_pair_data(pair)
+except LatentExplorerError as err:
+    state.show_error(err, "The lesson needs this pair's test images")
+    st.stop()
+
+family = next((f for f in B.families() if f.latent_dim == pair.latent_dim and f.dataset == pair.dataset), None)
+steps = lesson_steps.build_steps(pair, models, data, B.panels(family) if family else None)
+
+def _wide(image) -> bool:
+    w, h = image.size if hasattr(image, "size") and not hasattr(image, "shape") else image.shape[1::-1]
+    return w > 2.5 * h
+
+
+# the step lives in the address (?step=3), so a teacher can link to it
+try:
+    index = min(max(int(st.query_params.get("step", 1)), 1), len(steps)) - 1
+except ValueError:
+    index = 0
+step = steps[index]
+
+st.subheader(step.title)
+st.caption(f"Step {index + 1} of {len(steps)} · pair **{pair.label}**")
+revealed = True
+if step.question:
+    prompt, options, truth = step.question
+    st.markdown(f"**{prompt}**")
+    guess = st.radio("Your class's prediction", options, index=None, key=f"lesson_guess_{pair.name}")
+    revealed = st.toggle("Reveal", key=f"lesson_reveal_{pair.name}", disabled=guess is None,
+                         help="Take the class's answer first.")
+    if revealed:
+        if truth is None:
+            st.info("The two judges disagree about these samples: see their figures below.")
+        elif options.index(guess) == truth:
+            st.success("That is what the judges measured.")
+        else:
+            st.warning(f"The judges measured: **{options[truth]}**.")
+if revealed:
+    with st.container(key="lesson-sentence", border=False):
+        st.markdown(f"<div class='lesson-sentence'>\n\n{step.sentence}\n\n</div>", unsafe_allow_html=True)
+    strips = [(c, im) for c, im in step.images if _wide(im)]  # rows of images: one under the other
+    tiles = [(c, im) for c, im in step.images if not _wide(im)]
+    for caption, image in strips:
+        st.image(image, caption=caption, width="stretch")
+    if tiles:
+        for col, (caption, image) in zip(st.columns(len(tiles)), tiles):
+            col.image(image, caption=caption, width="stretch")
+    if step.chart is not None:
+        st.plotly_chart(step.chart, key=f"lesson_chart_{index}", config={"displaylogo": False})
+    if step.formula:
+        with st.expander("The formula"):
+            st.latex(step.formula)
+
+prev, _, nxt = st.columns([1, 4, 1])
+if prev.button("← Previous", disabled=index == 0, width="stretch"):
+    st.query_params["step"] = str(index)
+    st.rerun()
+if nxt.button("Next →", disabled=index == len(steps) - 1, width="stretch"):
+    st.query_params["step"] = str(index + 2)
+    st.rerun()
+
+st.divider()
+st.download_button("Download the whole lesson (one HTML file, opens offline)",
+                   lambda: lesson_steps.lesson_html(f"Latent Explorer lesson · {pair.label}", steps),
+                   file_name=f"latent-explorer-lesson-{pair.name}.html", mime="text/html", on_click="ignore")

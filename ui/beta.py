@@ -1,0 +1,142 @@
+"""The β dial's shared, precomputed views: every member of a β sweep measured and drawn once per
+server (and baked into the Space's image by `ui.prebuild`), so moving the slider only swaps
+pictures that already exist."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from vae import sweep
+from vae.errors import ConfigError
+from vae.evaluate import dataset_key
+from vae.latent import image_grid
+
+from . import maps, state
+from .scores import load_judge
+
+MAP_PX = 330
+
+
+@dataclass(frozen=True)
+class Panel:
+    member: sweep.Member
+    map_image: np.ndarray
+    grid_image: object
+    samples_image: object
+    recons_image: object
+
+
+def families() -> list[sweep.Family]:
+    return sweep.find_families(state.model_folders())
+
+
+def _judges(family: sweep.Family) -> dict:
+    """name -> judge of the family's data set; none for a data set no judge ships for."""
+    try:
+        key = dataset_key(family.dataset, family.image_shape)
+    except ConfigError:
+        return {}
+    folder = Path(state.settings().shipped_dir)
+    paths = [folder / f"classifier-{key}.safetensors", folder / f"classifier-{key}-mlp.safetensors"]
+    found = {}
+    for p in paths:
+        if p.is_file():
+            judge = load_judge(str(p), p.stat().st_mtime_ns)
+            found[judge.name.split(" (")[0]] = judge
+    return found
+
+
+@st.cache_resource(show_spinner="Measuring and drawing every member of the sweep (once per server)…",
+                   max_entries=4)
+def _panels(key: tuple, _family: sweep.Family) -> list[Panel]:
+    first = state.load_model(_family.members[0][1], Path(_family.members[0][1]).stat().st_mtime_ns)
+    data = state._data(first.dataset.get("name", ""), first.dataset.get("source", ""),
+                       tuple(first.config.image_shape))
+    judges = _judges(_family)
+    canvas = maps.MapCanvas((-sweep.VIEW, sweep.VIEW), (-sweep.VIEW, sweep.VIEW), size=MAP_PX)
+    axes = ("z1", "z2") if _family.latent_dim == 2 else ("PC 1", "PC 2")
+    panels = []
+    for _, path in _family.members:
+        ckpt = state.load_model(path, Path(path).stat().st_mtime_ns)
+        m = sweep.member_view(ckpt, data.test, judges)
+        image = maps.render_map_image(canvas, m.points, m.labels, prior_center=(0.0, 0.0), prior_sigmas=(1, 2, 3),
+                                      axis_titles=axes)
+        panels.append(Panel(m, image, maps.enlarge(image_grid(m.grid, nrow=int(len(m.grid) ** 0.5)), 300),
+                            maps.enlarge(image_grid(m.samples, nrow=4, separator=2), 200),
+                            maps.enlarge(image_grid(m.recons, nrow=2, separator=2), 120)))
+    return panels
+
+
+def panels(family: sweep.Family) -> list[Panel]:
+    """One Panel per member, by β (cached per family and file versions, shared by every visitor)."""
+    key = tuple((b, p, Path(p).stat().st_mtime_ns) for b, p in family.members)
+    return _panels(key, family)
+
+
+def rate_distortion(panels: list[Panel], current: float) -> go.Figure:
+    """Reconstruction nats against KL nats, one point per β, the current one ringed."""
+    kl = [p.member.figures.get("kl", 0.0) for p in panels]
+    recon = [p.member.figures.get("recon") for p in panels]
+    betas = [p.member.beta for p in panels]
+    fig = go.Figure(go.Scatter(x=kl, y=recon, mode="lines+markers+text", text=[f"β={b:g}" for b in betas],
+                               textposition="top right", marker=dict(size=9, color="#4c6ef5"),
+                               line=dict(color="#adb5bd"), hovertemplate="KL %{x:.1f} nats<br>recon %{y:.1f}"))
+    i = betas.index(current)
+    fig.add_trace(go.Scatter(x=[kl[i]], y=[recon[i]], mode="markers", hoverinfo="skip",
+                             marker=dict(size=20, color="rgba(0,0,0,0)", line=dict(color="#e03131", width=3))))
+    fig.update_layout(height=330, showlegend=False, margin=dict(l=10, r=10, t=30, b=10),
+                      title=dict(text="Rate–distortion: each β is one point", font=dict(size=14)),
+                      xaxis_title="rate: KL(q(z|x) ‖ p(z)), nats", yaxis_title="distortion: recon NLL, nats")
+    return fig
+
+
+def figures_table(panels: list[Panel]) -> dict:
+    """Columns of the per-β table the page shows (and the model card states)."""
+    keys = [k for k in panels[0].member.figures if k.startswith(("prior_recognised", "prior_entropy"))]
+    table = {"β": [f"{p.member.beta:g}" for p in panels],
+             "recon (nats)": [f"{p.member.figures.get('recon', float('nan')):.1f}" for p in panels],
+             "KL (nats)": [f"{p.member.figures.get('kl', 0.0):.1f}" for p in panels],
+             "active units": [f"{p.member.figures['active_units']:.0f} / {p.member.figures['latent_dim']:.0f}"
+                              for p in panels]}
+    for k in keys:
+        fmt = "{:.0%}" if k.startswith("prior_recognised") else "{:.2f}"
+        label = k.replace("prior_recognised", "prior samples recognised").replace("prior_entropy", "class entropy")
+        table[label] = [fmt.format(p.member.figures[k]) for p in panels]
+    return table
+
+
+def trends(panels: list[Panel]) -> list[str]:
+    """The classic results, stated only as far as this family's figures show them."""
+    out = []
+    figs = [(p.member.beta, p.member.figures) for p in panels]
+    judges = [k for k in figs[0][1] if k.startswith("prior_recognised")]
+    if judges:
+        key = judges[0]
+        low, best = figs[0], max(figs, key=lambda bf: bf[1][key])
+        if all(best[1][k] >= low[1][k] + 0.15 for k in judges):  # every judge sees the rise
+            name = key.split("[")[1].rstrip("]")
+            out.append(f"Prior samples become images: the {name} judge recognises {low[1][key]:.0%} of them at "
+                       f"β = {low[0]:g} and {best[1][key]:.0%} at β = {best[0]:g} (every judge sees the rise).")
+    entropies = [k for k in figs[0][1] if k.startswith("prior_entropy")]
+    if entropies:
+        key = entropies[0]
+        low, best = figs[0], max(figs, key=lambda bf: bf[1][key])
+        if all(best[1][k] >= low[1][k] + 0.2 for k in entropies):
+            out.append(f"Prior samples spread over more classes: class entropy {low[1][key]:.2f} nats at β = "
+                       f"{low[0]:g}, {best[1][key]:.2f} at β = {best[0]:g} (ln 10 = 2.30 is even; every judge sees it).")
+    units = [(b, f["active_units"]) for b, f in figs]
+    top = max(u for _, u in units)
+    collapsed = [(b, u) for b, u in units if u < top]
+    if collapsed and collapsed[-1][0] == figs[-1][0]:
+        first = next(b for b, u in units if u < top and b > 0)
+        out.append(f"Posterior collapse: from β = {first:g} fewer code dimensions stay active ({top:.0f} at most, "
+                   f"{units[-1][1]:.0f} at β = {figs[-1][0]:g}); the KL term has switched the others off.")
+    recon = [(b, f.get("recon")) for b, f in figs if f.get("recon") is not None]
+    if recon and recon[-1][1] > recon[0][1] * 1.1:
+        out.append(f"Reconstructions blur as β grows: error {recon[0][1]:.0f} nats at β = {recon[0][0]:g}, "
+                   f"{recon[-1][1]:.0f} at β = {recon[-1][0]:g}.")
+    return out or ["This family's figures show no clear trend with β."]

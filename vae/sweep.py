@@ -1,0 +1,138 @@
+"""A beta sweep: one family of models from the AE (beta = 0) to VAEs whose KL weight is past the
+point where the posterior collapses (Higgins et al. 2017's beta-VAE; Alemi et al. 2018 read the
+family as points on a rate-distortion curve: KL nats against reconstruction nats).
+
+Members are named `beta-<value>` and trained together, in lockstep on the same batches, from
+the same seed (`python -m vae.train --beta 0,0.1,1,4`), so the only difference between two
+members is the KL weight. `find_families` lists the families in checkpoint folders.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checkpoint import read_metadata
+from .errors import CheckpointError, ConfigError
+from .models import Autoencoder
+
+MEMBER = re.compile(r"^(?P<family>.+)-beta-(?P<beta>\d+(?:\.\d+)?(?:e-?\d+)?)\.safetensors$")
+
+
+def member_name(beta: float) -> str:
+    return f"beta-{beta:g}"
+
+
+def sweep_models(preset: str, image_shape, betas, latent_dim: int | None = None, seed: int = 0
+                 ) -> dict[str, Autoencoder]:
+    """member name -> fresh model: the preset's AE for beta 0, its VAE with that KL weight otherwise,
+    each drawn from the same seed."""
+    from .train import make_pair
+
+    if len(set(betas)) != len(list(betas)) or any(b < 0 for b in betas):
+        raise ConfigError(f"betas={list(betas)!r} is invalid: expected distinct numbers >= 0")
+    models = {}
+    for beta in sorted(betas):
+        kind = "ae" if beta == 0 else "vae"
+        models[member_name(beta)] = make_pair(preset, image_shape, (kind,), latent_dim=latent_dim,
+                                              beta=beta or None, seed=seed)[kind]
+    return models
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    folder: str
+    members: tuple  # ((beta, path), ...) by beta
+    preset: str
+    latent_dim: int
+    dataset: str
+    image_shape: tuple = ()
+
+    @property
+    def betas(self) -> list[float]:
+        return [b for b, _ in self.members]
+
+    def path(self, beta: float) -> str:
+        return dict(self.members)[beta]
+
+
+def find_families(folders) -> list[Family]:
+    """Every family of two or more `<name>-beta-<value>.safetensors` files per folder, by name."""
+    found: dict[tuple, list] = {}
+    for folder in folders:
+        if not Path(folder).is_dir():
+            continue
+        for path in sorted(Path(folder).glob("*-beta-*.safetensors")):
+            m = MEMBER.match(path.name)
+            if m:
+                found.setdefault((str(folder), m["family"]), []).append((float(m["beta"]), str(path)))
+    families = []
+    for (folder, name), members in sorted(found.items(), key=lambda kv: kv[0][1]):
+        if len(members) < 2:
+            continue
+        try:
+            meta = read_metadata(members[0][1])
+        except CheckpointError:
+            continue
+        cfg = meta.get("model_config", {})
+        families.append(Family(name, folder, tuple(sorted(members)), cfg.get("preset", ""),
+                               int(cfg.get("latent_dim", 0)), str(meta.get("dataset", {}).get("name", "")),
+                               tuple(cfg.get("image_shape", ()))))
+    return families
+
+
+# --- what the dial shows: each member measured and drawn on the same axes -------------------------
+VIEW = 3.5  # every member's map and grid on the same window, [-VIEW, VIEW]^2: the prior's world
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member of a family, ready to show: figures and pictures on the family's shared axes."""
+
+    beta: float
+    figures: dict  # recon, kl, neg_elbo (test, from training), prior recognised/entropy per judge, active_units
+    points: object  # [N, 2] test codes on the shared axes (2-D: the code; more: its own PCA plane)
+    labels: object  # [N]
+    grid: object  # decoded grid images [n*n, H, W, C]
+    samples: object  # 16 prior samples [16, H, W, C]
+    recons: object  # [2, H, W, C] reconstructions of two fixed test images
+
+
+def member_view(ckpt, test, judges: dict, n_points: int = 1000, grid_n: int = 10, seed: int = 0) -> Member:
+    """Everything the dial shows for one member, computed once (the app caches it, `ui.prebuild`
+    bakes it in). Judges: name -> classifier."""
+    import numpy as np
+
+    from .latent import decode_points, encode_split, grid_points_2d, sample_prior
+    from .lesson import judge_images, prior_sample_images
+    from .maps import sample_indices
+    from .metrics import active_units
+    from .projections import make_projection
+
+    model = ckpt.model.eval()
+    idx = sample_indices(len(test), n_points, seed)
+    codes = encode_split(model, type(test)(test.images[idx], test.labels[idx]))
+    dim = codes.latent_dim
+    proj = make_projection("identity" if dim == 2 else "pca", dim, seed=seed).fit(codes)
+    grid_codes = proj.inverse_transform(grid_points_2d((-VIEW + VIEW / grid_n, VIEW - VIEW / grid_n),
+                                                       (-VIEW + VIEW / grid_n, VIEW - VIEW / grid_n), grid_n))
+    figures = {k: ckpt.metrics[k] for k in ("recon", "kl", "neg_elbo") if k in ckpt.metrics}
+    figures.setdefault("kl", 0.0)
+    figures |= active_units(model, test.subset(2000, seed))
+    prior = prior_sample_images(model)
+    for name, judge in judges.items():
+        v = judge_images(judge, prior)
+        figures[f"prior_recognised [{name}]"], figures[f"prior_entropy [{name}]"] = v.recognised, v.entropy
+    fixed = test.images[:2]
+    return Member(
+        beta=float(ckpt.config.beta if ckpt.config.variational else 0.0), figures=figures,
+        points=np.asarray(proj.transform(codes.mean), np.float32), labels=codes.labels,
+        grid=decode_points(model, np.asarray(grid_codes, np.float32)), samples=sample_prior(model, 16, seed)[1],
+        recons=decode_points(model, codes_of(model, fixed)))
+
+
+def codes_of(model, images):
+    from .metrics import encode_means
+
+    return encode_means(model, images).numpy()
