@@ -1,7 +1,9 @@
 """Latent Explorer: the pages, and the home page (what the app shows, which model pairs there are).
 
-The pages live in pages/; `st.navigation` lists them here so the sidebar reads "Home", not
-the entry file's name, and each keeps its address (/Train, /Latent_map, ...)."""
+The pages live in app_pages/, listed here by `st.navigation` so the sidebar reads "Home", not the
+entry file's name, and each keeps its address (/Train, /Latent_map, ...). Not in pages/: Streamlit
+lists a folder of that name on its own, before app.py has run, for a first visitor who opens a
+page's address directly, and the sidebar then read "app"."""
 from __future__ import annotations
 
 import streamlit as st
@@ -111,12 +113,12 @@ def pair_rows(pairs) -> list[dict]:
 
 PAGES = [
     st.Page(home, title="Home", default=True),
-    st.Page("pages/0_Lesson.py", title="Lesson", url_path="Lesson"),
-    st.Page("pages/1_Train.py", title="Train", url_path="Train"),
-    st.Page("pages/2_Latent_map.py", title="Latent map", url_path="Latent_map"),
-    st.Page("pages/3_Grid_decoder.py", title="Grid decoder", url_path="Grid_decoder"),
-    st.Page("pages/4_Reconstructions.py", title="Reconstructions", url_path="Reconstructions"),
-    st.Page("pages/5_Draw.py", title="Draw", url_path="Draw"),
-    st.Page("pages/6_Beta_dial.py", title="β dial", url_path="Beta_dial"),
+    st.Page("app_pages/0_Lesson.py", title="Lesson", url_path="Lesson"),
+    st.Page("app_pages/1_Train.py", title="Train", url_path="Train"),
+    st.Page("app_pages/2_Latent_map.py", title="Latent map", url_path="Latent_map"),
+    st.Page("app_pages/3_Grid_decoder.py", title="Grid decoder", url_path="Grid_decoder"),
+    st.Page("app_pages/4_Reconstructions.py", title="Reconstructions", url_path="Reconstructions"),
+    st.Page("app_pages/5_Draw.py", title="Draw", url_path="Draw"),
+    st.Page("app_pages/6_Beta_dial.py", title="β dial", url_path="Beta_dial"),
 ]
 st.navigation(PAGES).run()

@@ -42,7 +42,7 @@ from vae.checkpoint import load_checkpoint  # noqa: E402
 from vae.data import ImageSplit  # noqa: E402
 from vae.latent import decode_points, encode_split, nearest_indices  # noqa: E402
 
-MAP_PAGE, GRID_PAGE = "pages/2_Latent_map.py", "pages/3_Grid_decoder.py"
+MAP_PAGE, GRID_PAGE = "app_pages/2_Latent_map.py", "app_pages/3_Grid_decoder.py"
 MAP_TARGET_S, CLICK_TARGET_S = 2.0, 0.100
 
 

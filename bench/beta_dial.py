@@ -33,7 +33,7 @@ def main() -> int:
 
     names = [args.family] if args.family else [f.name for f in find_families([ROOT / "checkpoints"])]
     for name in names:
-        at = AppTest.from_file(ROOT / "pages" / "6_Beta_dial.py", default_timeout=600)
+        at = AppTest.from_file(ROOT / "app_pages" / "6_Beta_dial.py", default_timeout=600)
         at.session_state["beta_family"] = name
         t0 = time.perf_counter()
         at.run()

@@ -25,7 +25,7 @@ from vae.data import load_dataset
 from vae.projections import ProjectionCache
 
 ROOT = Path(__file__).resolve().parent.parent  # AppTest resolves a relative path against this file
-PAGES = ["pages/2_Latent_map.py", "pages/3_Grid_decoder.py", "pages/5_Draw.py"]
+PAGES = ["app_pages/2_Latent_map.py", "app_pages/3_Grid_decoder.py", "app_pages/5_Draw.py"]
 PAIRS = {"tiny2d": 2, "tiny8d": 8}
 
 

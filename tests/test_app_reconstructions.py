@@ -16,7 +16,7 @@ from vae.models import Autoencoder, ModelConfig
 from vae.train import TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parent.parent  # AppTest resolves a relative path against this file
-PAGE = "pages/4_Reconstructions.py"
+PAGE = "app_pages/4_Reconstructions.py"
 MEASURE = "recon_measure"
 
 

@@ -51,7 +51,7 @@ def rerun_until(at: AppTest, predicate, timeout=20.0) -> AppTest:
 def test_train_page_trains_shows_progress_stops_and_every_page_shows_the_pair(app_env, bands_npz):
     at = AppTest.from_file(ROOT / "app.py", default_timeout=30).run()
     assert not at.exception and "No models yet" in " ".join(texts(at.info))
-    at.switch_page("pages/1_Train.py").run()
+    at.switch_page("app_pages/1_Train.py").run()
     train_page(at, str(bands_npz), epochs=200, batch=8)
     assert not at.exception and not at.error
     rerun_until(at, lambda a: a.progress)
@@ -60,7 +60,7 @@ def test_train_page_trains_shows_progress_stops_and_every_page_shows_the_pair(ap
     assert list(jobs["state"]) == ["running"] and jobs["pair"][0].startswith("mnist-mlp-bands-")
     name = jobs["pair"][0]
 
-    other = AppTest.from_file(ROOT / "pages/1_Train.py", default_timeout=30).run()  # another visitor or tab
+    other = AppTest.from_file(ROOT / "app_pages/1_Train.py", default_timeout=30).run()  # another visitor or tab
     assert list(other.dataframe[0].value["pair"]) == [name] and other.progress
 
     t0 = time.monotonic()
@@ -80,7 +80,7 @@ def test_mixed_precision_is_offered_where_bfloat16_is_native(app_env, bands_npz,
     from ui import state, train_widgets
 
     monkeypatch.setattr(train_widgets, "has_fast_bfloat16", lambda device: native_bf16)
-    at = AppTest.from_file(ROOT / "pages/1_Train.py", default_timeout=30).run()
+    at = AppTest.from_file(ROOT / "app_pages/1_Train.py", default_timeout=30).run()
     at.selectbox(key="train_dataset").select("path").run()
     at.text_input(key="train_path").input(str(bands_npz)).run()
     at.selectbox(key="train_preset").select("mnist-2d").run()
@@ -98,9 +98,9 @@ def test_mixed_precision_is_offered_where_bfloat16_is_native(app_env, bands_npz,
 
 
 def test_repeating_a_running_configuration_shows_the_same_job(app_env, bands_npz):
-    at = AppTest.from_file(ROOT / "pages/1_Train.py", default_timeout=30).run()
+    at = AppTest.from_file(ROOT / "app_pages/1_Train.py", default_timeout=30).run()
     train_page(at, str(bands_npz), epochs=200, batch=8)
-    again = AppTest.from_file(ROOT / "pages/1_Train.py", default_timeout=30).run()
+    again = AppTest.from_file(ROOT / "app_pages/1_Train.py", default_timeout=30).run()
     train_page(again, str(bands_npz), epochs=200, batch=8)
     assert any("already running" in i for i in texts(again.info))
     assert len(again.dataframe[0].value) == 1
@@ -108,7 +108,7 @@ def test_repeating_a_running_configuration_shows_the_same_job(app_env, bands_npz
 
 
 def test_a_finished_job_says_so_and_selects_its_pair(app_env, bands_npz):
-    at = AppTest.from_file(ROOT / "pages/1_Train.py", default_timeout=30).run()
+    at = AppTest.from_file(ROOT / "app_pages/1_Train.py", default_timeout=30).run()
     train_page(at, str(bands_npz), epochs=1)
     rerun_until(at, lambda a: a.success)
     assert "is now in the model picker" in at.success[0].value
@@ -117,7 +117,7 @@ def test_a_finished_job_says_so_and_selects_its_pair(app_env, bands_npz):
 
 
 def test_bad_data_is_reported_plainly_with_other_choices(app_env, tmp_path):
-    at = AppTest.from_file(ROOT / "pages/1_Train.py", default_timeout=30).run()
+    at = AppTest.from_file(ROOT / "app_pages/1_Train.py", default_timeout=30).run()
     at.selectbox(key="train_dataset").select("path").run()
     at.text_input(key="train_path").input(str(tmp_path / "nowhere.npz")).run()
     assert "no such file or folder" in at.error[0].value and "shipped with the app" in at.error[0].value
@@ -133,7 +133,7 @@ def test_bad_data_is_reported_plainly_with_other_choices(app_env, tmp_path):
 def test_hosted_mode_hides_server_paths_and_caps_the_form(app_env, monkeypatch):
     monkeypatch.setenv("LATENT_EXPLORER_HOSTED", "1")
     st.cache_resource.clear()
-    at = AppTest.from_file(ROOT / "pages/1_Train.py", default_timeout=30).run()
+    at = AppTest.from_file(ROOT / "app_pages/1_Train.py", default_timeout=30).run()
     assert not at.exception
     assert "path" not in at.selectbox(key="train_dataset").options
     preset = at.selectbox(key="train_preset").value
@@ -144,7 +144,7 @@ def test_hosted_mode_hides_server_paths_and_caps_the_form(app_env, monkeypatch):
 def test_clearing_the_servers_cache_stops_its_training_jobs(app_env, bands_npz):
     from ui import state
 
-    at = AppTest.from_file(ROOT / "pages/1_Train.py", default_timeout=30).run()
+    at = AppTest.from_file(ROOT / "app_pages/1_Train.py", default_timeout=30).run()
     train_page(at, str(bands_npz), epochs=200, batch=8)
     rerun_until(at, lambda a: a.progress)
     [job] = state.registry().list()

@@ -26,8 +26,8 @@ from vae.errors import ConfigError
 from vae.jobs import JobRegistry, JobSpec
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["app.py", "pages/1_Train.py", "pages/2_Latent_map.py", "pages/3_Grid_decoder.py",
-         "pages/4_Reconstructions.py", "pages/5_Draw.py"]
+PAGES = ["app.py", "app_pages/1_Train.py", "app_pages/2_Latent_map.py", "app_pages/3_Grid_decoder.py",
+         "app_pages/4_Reconstructions.py", "app_pages/5_Draw.py"]
 
 
 # --- broken checkpoint files ------------------------------------------------------------------------
@@ -94,15 +94,15 @@ def test_every_page_runs_beside_broken_files_and_names_them_in_the_sidebar(app_e
 
 
 @pytest.mark.parametrize("page", [
-    "app.py", "pages/1_Train.py", "pages/4_Reconstructions.py", "pages/2_Latent_map.py",
-    "pages/3_Grid_decoder.py", "pages/5_Draw.py",
+    "app.py", "app_pages/1_Train.py", "app_pages/4_Reconstructions.py", "app_pages/2_Latent_map.py",
+    "app_pages/3_Grid_decoder.py", "app_pages/5_Draw.py",
 ])
 def test_choosing_a_pair_whose_weights_do_not_load_shows_an_error_not_a_traceback(app_env, page):
     at = AppTest.from_file(ROOT / page, default_timeout=120)
     at.session_state["pair_name"] = "mismatch"
     at.run()
     assert not at.exception, [e.value[:200] for e in at.exception]
-    if page not in ("app.py", "pages/1_Train.py"):  # those two never load the weights
+    if page not in ("app.py", "app_pages/1_Train.py"):  # those two never load the weights
         assert any("mismatch-" in e.value and "do not match" in e.value for e in at.error)
 
 
@@ -129,7 +129,7 @@ def submit_with(at: AppTest, field: str, value) -> tuple[AppTest, float]:
 
 @pytest.mark.parametrize("field,value,spec_field", NONSENSE)
 def test_nonsense_past_the_form_bounds_never_reaches_a_job(app_env, field, value, spec_field):
-    at, default = submit_with(AppTest.from_file(ROOT / "pages/1_Train.py", default_timeout=60).run(), field, value)
+    at, default = submit_with(AppTest.from_file(ROOT / "app_pages/1_Train.py", default_timeout=60).run(), field, value)
     assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
     from ui import state
 
@@ -140,7 +140,7 @@ def test_nonsense_past_the_form_bounds_never_reaches_a_job(app_env, field, value
 def test_hosted_limits_hold_against_a_form_past_them(app_env, monkeypatch):
     monkeypatch.setenv("LATENT_EXPLORER_HOSTED", "1")
     st.cache_resource.clear()
-    at = AppTest.from_file(ROOT / "pages/1_Train.py", default_timeout=60).run()
+    at = AppTest.from_file(ROOT / "app_pages/1_Train.py", default_timeout=60).run()
     options = at.selectbox(key="train_dataset").options  # their labels
     assert "Upload (.npz or .zip)" in options and not any("on this server" in o for o in options)
     at, default = submit_with(at, "epochs", 500)
@@ -157,7 +157,7 @@ def test_a_job_the_server_cannot_take_is_refused_with_a_clear_message(app_env, b
     registry = state.registry()  # one job running (1 at a time) and 8 waiting: the queue is full
     for seed in range(9):
         registry.submit(JobSpec(dataset=str(bands_npz), preset="mnist-2d", epochs=200, batch_size=8, seed=seed))
-    at = AppTest.from_file(ROOT / "pages/1_Train.py", default_timeout=60).run()
+    at = AppTest.from_file(ROOT / "app_pages/1_Train.py", default_timeout=60).run()
     at.selectbox(key="train_dataset").select(EMBEDDED).run()
     at.button(key="FormSubmitter:train_form-Start training").click().run()
     assert not at.exception

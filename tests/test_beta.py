@@ -59,7 +59,7 @@ def test_the_dial_page_shows_every_member_and_moves(bands_npz, tmp_path, monkeyp
     monkeypatch.setenv("LATENT_EXPLORER_STATE", str(state))
     monkeypatch.setenv("LATENT_EXPLORER_CHECKPOINTS", str(tmp_path / "none"))  # only the tiny family
     monkeypatch.chdir(ROOT)
-    at = AppTest.from_file(str(ROOT / "pages" / "6_Beta_dial.py"), default_timeout=240).run()
+    at = AppTest.from_file(str(ROOT / "app_pages" / "6_Beta_dial.py"), default_timeout=240).run()
     assert not at.exception
     [slider] = at.select_slider
     assert [m.value for m in at.markdown if m.value.startswith("**β = 0** (the AE)")], [m.value for m in at.markdown]

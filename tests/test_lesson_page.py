@@ -15,7 +15,7 @@ from vae.classifier import save_classifier, train_classifier
 from vae.data import load_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGE = ROOT / "pages" / "0_Lesson.py"
+PAGE = ROOT / "app_pages" / "0_Lesson.py"
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 from ui import live_decode, maps
 
 ROOT = Path(__file__).resolve().parents[1]
-GRID_PAGE = str(ROOT / "pages" / "3_Grid_decoder.py")
+GRID_PAGE = str(ROOT / "app_pages" / "3_Grid_decoder.py")
 
 
 @pytest.fixture

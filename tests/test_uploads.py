@@ -216,7 +216,7 @@ def test_the_hosted_train_page_offers_an_upload(tmp_path, monkeypatch):
     monkeypatch.setenv("LATENT_EXPLORER_HOSTED", "1")
     st.cache_resource.clear()
     try:
-        at = AppTest.from_file(ROOT / "pages/1_Train.py", default_timeout=60).run()
+        at = AppTest.from_file(ROOT / "app_pages/1_Train.py", default_timeout=60).run()
         options = at.selectbox(key="train_dataset").options
         assert "Upload (.npz or .zip)" in options and not any("on this server" in o for o in options)
         at.selectbox(key="train_dataset").select("upload").run()

@@ -1,3 +1,3 @@
-"""Streamlit-side helpers shared by app.py and pages/: cached resources and common widgets.
+"""Streamlit-side helpers shared by app.py and app_pages/: cached resources and common widgets.
 
-This package is the only place (with app.py and pages/) that imports streamlit."""
+This package is the only place (with app.py and app_pages/) that imports streamlit."""
