@@ -146,6 +146,15 @@ class StreamlitSession:
         state = WidgetState(id=page.widgets[label][0], trigger_value=True)
         return await self.run_page(page.page, url_path, [state], timeout_s)
 
+    async def select(self, page: PageRun, label: str, option: str, url_path: str, timeout_s: float = 600) -> PageRun:
+        """Choose `option` (its text as shown) in the selectbox labelled `label` on `page`."""
+        from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+        if label not in page.widgets:
+            raise PageError(f"no widget labelled {label!r} on {page.page}: {sorted(page.widgets)}")
+        state = WidgetState(id=page.widgets[label][0], string_value=option)
+        return await self.run_page(page.page, url_path, [state], timeout_s)
+
     async def _read_until_finished(self, run: PageRun, fragment: bool) -> None:
         while True:
             try:
