@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -43,6 +44,7 @@ from bench.streamlit_client import PAGES, PageError, StreamlitSession, wait_for_
 
 TICK = os.sysconf("SC_CLK_TCK")
 ROUND = PAGES[1:] + PAGES[:1]  # from Home through every page and back
+PROGRESS = re.compile(r"Epoch (\d+)/\d+ · step ([\d,]+)/([\d,]+)")  # ui.train_widgets' progress line
 
 
 # --- the server and its CPU ------------------------------------------------------------------------
@@ -84,7 +86,7 @@ def thread_cpu(pid: int) -> dict[int, float]:
     return out
 
 
-def busy_threads(pid: int, window_s: float = 3.0, share: float = 0.2) -> set[int]:
+def busy_threads(pid: int, window_s: float = 3.0, share: float = 0.1) -> set[int]:
     """Threads that use more than `share` of a core while no page runs: a training job's."""
     before = thread_cpu(pid)
     time.sleep(window_s)
@@ -193,7 +195,7 @@ class Trainer:
 
     def __init__(self, url: str):
         self.url, self.session, self.polls, self.task = url, None, 0, None
-        self.progress = ""
+        self.step = 0  # optimizer steps so far, from the page's progress line
 
     async def start(self) -> str:
         self.session = await StreamlitSession(self.url).__aenter__()
@@ -215,8 +217,12 @@ class Trainer:
             await asyncio.sleep(1.0)
             for fragment_id in list(self.session.auto_reruns):
                 try:
-                    await self.session.run_fragment(fragment_id, "Train")
+                    run = await self.session.run_fragment(fragment_id, "Train")
                     self.polls += 1
+                    found = PROGRESS.search(run.text())
+                    if found:
+                        epoch, step, per_epoch = (int(g.replace(",", "")) for g in found.groups())
+                        self.step = (epoch - 1) * per_epoch + step
                 except (PageError, asyncio.TimeoutError):
                     pass
 
@@ -240,9 +246,9 @@ def report(cost: dict, phases: list[Phase], train: bool) -> str:
     lines += ["", f"Concurrent sessions ({title}): page run time p50 / p95 / max (s)", ""]
     pages = [name for name, _ in ROUND] + ["Home (arrival)"]
     lines.append("| sessions | " + " | ".join(pages) + " | runs | errors | CPU s per run | cores used |"
-                 + (" train CPU s/s |" if train else ""))
+                 + (" training CPU (cores) | training steps/s |" if train else ""))
     lines.append("| ---: | " + " | ".join("---" for _ in pages) + " | ---: | ---: | ---: | ---: |"
-                 + (" ---: |" if train else ""))
+                 + (" ---: | ---: |" if train else ""))
     for ph in phases:
         cells = []
         for page in pages:
@@ -252,7 +258,7 @@ def report(cost: dict, phases: list[Phase], train: bool) -> str:
         row = (f"| {ph.sessions} | " + " | ".join(cells) + f" | {runs} | {len(ph.errors)} | "
                f"{ph.cpu_s / max(runs, 1):.3f} | {ph.cpu_s / ph.wall_s:.2f} |")
         if train:
-            row += f" {ph.train_cpu_s / ph.wall_s:.2f} |"
+            row += f" {ph.train_cpu_s / ph.wall_s:.2f} | {(ph.train_steps or 0) / ph.wall_s:.1f} |"
         lines.append(row)
     for ph in phases:
         for err in ph.errors[:3]:
@@ -269,17 +275,25 @@ async def main_async(args, url: str, pid: int) -> str:
         trainer = Trainer(url)
         said = await trainer.start()
         print("training:", " ".join(said.split())[:200], flush=True)
-        await asyncio.sleep(5)
+        deadline = time.monotonic() + 180  # a failed download first (offline), then the first steps
+        while trainer.step == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(1)
+        if trainer.step == 0:
+            raise SystemExit("the job shows no progress 180 s after Start training")
         background = await asyncio.to_thread(busy_threads, pid)
         if not background:
             raise SystemExit("no server thread is busy after Start training: did the job start?")
-        print(f"training threads: {sorted(background)}", flush=True)
+        s0, t0 = trainer.step, time.monotonic()
+        await asyncio.sleep(10)
+        print(f"training threads: {sorted(background)}; alone, the Train page open: "
+              f"{(trainer.step - s0) / (time.monotonic() - t0):.1f} steps/s", flush=True)
         cost = await measure_cost(url, pid, args.repeats, background)
     phases = []
     try:
         for n in args.sessions:
             t0 = time.monotonic()
-            phase = await run_phase(url, pid, n, args.rounds, args.stagger_s, background)
+            phase = await run_phase(url, pid, n, args.rounds, args.stagger_s, background,
+                                    (lambda: trainer.step) if trainer else None)
             phases.append(phase)
             print(f"{n} sessions: {time.monotonic() - t0:.0f} s, {len(phase.errors)} errors", flush=True)
     finally:

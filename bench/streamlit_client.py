@@ -130,12 +130,14 @@ class StreamlitSession:
         run.seconds = time.perf_counter() - start
         return run
 
-    async def run_fragment(self, fragment_id: str, url_path: str, timeout_s: float = 120) -> float:
-        """One auto-rerun of a fragment (what the browser does every `run_every`); seconds."""
+    async def run_fragment(self, fragment_id: str, url_path: str, timeout_s: float = 120) -> PageRun:
+        """One auto-rerun of a fragment (what the browser does every `run_every`)."""
         start = time.perf_counter()
         await self._send_rerun(url_path, fragment_id=fragment_id)
-        await asyncio.wait_for(self._read_until_finished(PageRun("fragment", 0.0), fragment=True), timeout_s)
-        return time.perf_counter() - start
+        run = PageRun("fragment", 0.0)
+        await asyncio.wait_for(self._read_until_finished(run, fragment=True), timeout_s)
+        run.seconds = time.perf_counter() - start
+        return run
 
     async def press(self, page: PageRun, label: str, url_path: str, timeout_s: float = 600) -> PageRun:
         """Press the button (or form submit button) labelled `label` on `page`, as a click does."""
