@@ -8,7 +8,8 @@ state folder). Its script thread is profiled from the first warm run on (one col
 caches first, as earlier visitors would have), and the cumulative and own-time tables of the
 profiled runs are printed, per run. AppTest leaves out what the live server adds around a run
 (protobuf over the websocket, media files served over HTTP): compare the total with the server CPU
-per run that bench/load_protocol.py measures.
+per run that bench/load_protocol.py measures. (AppTest would also recompile the scripts on each
+run, which the server does not: this script shares one compiled-script cache across runs.)
 """
 from __future__ import annotations
 
@@ -36,8 +37,14 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     os.chdir(ROOT)
 
+    import streamlit.testing.v1.local_script_runner as local
     from streamlit.testing.v1 import AppTest
     from streamlit.testing.v1.local_script_runner import LocalScriptRunner
+
+    # AppTest compiles the scripts afresh on every run (a new ScriptCache each time); the server
+    # compiles each once. Share one cache so that the profile shows the server's work, not that.
+    shared_cache = local.ScriptCache()
+    local.ScriptCache = lambda: shared_cache
 
     profile, on = cProfile.Profile(), [False]
     original = LocalScriptRunner._run_script_thread
