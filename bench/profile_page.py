@@ -43,8 +43,10 @@ def main() -> int:
 
     # AppTest compiles the scripts afresh on every run (a new ScriptCache each time); the server
     # compiles each once. Share one cache so that the profile shows the server's work, not that.
+    import streamlit.testing.v1.app_test as app_test
+
     shared_cache = local.ScriptCache()
-    local.ScriptCache = lambda: shared_cache
+    local.ScriptCache = app_test.ScriptCache = lambda: shared_cache
 
     profile, on = cProfile.Profile(), [False]
     original = LocalScriptRunner._run_script_thread
