@@ -29,9 +29,9 @@ WORKDIR /home/user/app
 # satisfies, so pip keeps it. pip's cache is a build cache mount: reused by the next build on the
 # same builder, never part of the image.
 COPY --chown=user requirements.txt .
-RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install --index-url "$TORCH_INDEX_URL" torch==2.14.1 torchvision==0.29.1 \
- && pip install -r requirements.txt
+RUN --mount=type=cache,target=/var/cache/pip \
+    pip install --cache-dir /var/cache/pip --index-url "$TORCH_INDEX_URL" torch==2.14.1 torchvision==0.29.1 \
+ && pip install --cache-dir /var/cache/pip -r requirements.txt
 
 COPY --chown=user . .
 USER user

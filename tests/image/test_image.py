@@ -125,6 +125,14 @@ def test_the_image_runs_as_uid_1000_with_the_space_environment(image, served):
     assert _in_container(name, "stat", "-c", "%u", env["LATENT_EXPLORER_STATE"]).strip() == "1000"
 
 
+def test_the_image_holds_no_pip_cache(served):
+    _, name, env, _ = served
+    sizes = _in_container(name, "sh", "-c", f"du -sk {env['HOME']}/.cache/pip /var/cache/pip /root/.cache/pip "
+                                            "2>/dev/null || true")
+    kb = sum(int(line.split()[0]) for line in sizes.splitlines() if line.strip())
+    assert kb < 1024, f"pip's cache went into the image:\n{sizes}"
+
+
 def test_the_prebuilt_umap_maps_are_in_the_image(served):
     _, name, env, _ = served
     listing = _in_container(name, "find", f"{env['LATENT_EXPLORER_STATE']}/cache/projections", "-type", "f")
