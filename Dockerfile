@@ -1,5 +1,16 @@
+# syntax=docker/dockerfile:1
 # Hugging Face Space (sdk: docker, app_port: 8501): CPU-only, runs as UID 1000, no persistent disk.
-FROM python:3.11-slim
+#
+# Build arguments; their defaults are the Space's build:
+#   BASE_IMAGE       a Python 3.11 image with `python` and `pip` on PATH
+#   TORCH_INDEX_URL  where torch and torchvision come from: the CPU-only wheels (PyPI's default
+#                    build pulls several GB of CUDA libraries a CPU Space never uses)
+#   PIP_FIND_LINKS   local wheel folders pip looks in before the indexes (none on the Space)
+# CI builds it with a Debian base and PyPI's torch (.ci/image; see tests/image/test_image.py).
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG PIP_FIND_LINKS=""
 
 RUN useradd --create-home --uid 1000 user
 # The Space shows the app in a frame on huggingface.co, where the browser withholds the XSRF
@@ -8,7 +19,6 @@ RUN useradd --create-home --uid 1000 user
 # this is safe for this app, tests/e2e/test_iframe_upload.py proves both). CORS protection stays on.
 ENV HOME=/home/user \
     PATH=/home/user/.local/bin:$PATH \
-    PIP_NO_CACHE_DIR=1 \
     NUMBA_CACHE_DIR=/tmp/numba-cache \
     MPLCONFIGDIR=/tmp/matplotlib \
     TORCH_HOME=/tmp/torch \
@@ -20,11 +30,13 @@ ENV HOME=/home/user \
     STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION=false
 WORKDIR /home/user/app
 
-# CPU-only torch first (the default PyPI wheel pulls several GB of CUDA); requirements.txt pins
-# the same version, which the +cpu build satisfies, so pip keeps it.
+# torch first, from TORCH_INDEX_URL; requirements.txt pins the same version, which that build
+# satisfies, so pip keeps it. pip's cache is a build cache mount: reused by the next build on the
+# same builder, never part of the image.
 COPY --chown=user requirements.txt .
-RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 torchvision==0.29.1 \
- && pip install -r requirements.txt
+RUN --mount=type=cache,target=/var/cache/pip \
+    pip install --cache-dir /var/cache/pip --index-url "$TORCH_INDEX_URL" torch==2.14.1 torchvision==0.29.1 \
+ && pip install --cache-dir /var/cache/pip -r requirements.txt
 
 COPY --chown=user . .
 USER user
