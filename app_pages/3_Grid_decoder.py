@@ -168,14 +168,17 @@ if len(lmap.kinds) == 2 and named:
                   + ("its lesson is the holes above." if said.get("holes") else "see the box above.")))
     first = next(iter(verdicts.values()))
     for col, kind in zip(st.columns(len(lmap.kinds)), lmap.kinds):
-        col.image(lesson.territory_image(first[kind], n, lmap.classes), caption=f"{MODEL_LABELS[kind]}: territory map",
+        col.image(lesson.territory_png(f"{grid_id}|{kind}|{next(iter(verdicts))}", first[kind], n, tuple(lmap.classes)),
+                  caption=f"{MODEL_LABELS[kind]}: territory map",
                   width=360)
     bars = st.columns(2)
-    bars[0].plotly_chart(lesson.shares_figure(first, lmap.classes, f"Cells of this grid per {word}"),
+    bars[0].plotly_chart(lesson.shares_figure(f"grid|{grid_id}|{next(iter(verdicts))}", first, tuple(lmap.classes),
+                                              f"Cells of this grid per {word}"),
                          key="grid_shares_chart", config={"displaylogo": False})
     if prior:
         prior_v = lesson.prior_verdicts(pair, next(iter(judge_files)))
-        bars[1].plotly_chart(lesson.shares_figure(prior_v, lmap.classes, f"2,000 prior samples per {word}"),
+        bars[1].plotly_chart(lesson.shares_figure(f"prior|{lmap.key}|{next(iter(verdicts))}", prior_v,
+                                                  tuple(lmap.classes), f"2,000 prior samples per {word}"),
                              key="prior_shares_chart", config={"displaylogo": False})
     if not lmap.aligned and method == "identity":
         spread = {k: lmap.codes[k].mean.std(axis=0) for k in lmap.kinds}

@@ -107,6 +107,16 @@ def class_rgb(label: int) -> tuple[int, int, int]:
     return _rgb(CLASS_COLORS[int(label) % len(CLASS_COLORS)])
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def territory_png(key: str, _verdict: L.Verdict, n: int, classes: tuple) -> bytes:
+    """territory_image as PNG bytes, drawn once per key (450 text labels take ~13 ms to draw)."""
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(territory_image(_verdict, n, classes)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def territory_image(verdict: L.Verdict, n: int, classes, cell: int = 26) -> np.ndarray:
     """An n x n mosaic (top row first, as the decoded grid): each cell in the colour of the class
     the judge names, with its name; grey where the judge is not RECOGNISED-sure of any class."""
@@ -124,18 +134,23 @@ def territory_image(verdict: L.Verdict, n: int, classes, cell: int = 26) -> np.n
     return np.asarray(img)
 
 
-def shares_figure(verdicts: dict, classes, title: str, height: int = 260) -> go.Figure:
-    """Share of images per class, AE beside VAE, with each model's class entropy in the legend."""
-    fig = go.Figure()
-    for kind, v in verdicts.items():
-        fig.add_trace(go.Bar(x=[str(c) for c in classes][: v.num_classes], y=v.shares, name=(
-            f"{MODEL_LABELS[kind]}: entropy {v.entropy:.2f} nats"), marker_color=MODEL_COLORS[kind]))
+@st.cache_resource(show_spinner=False, max_entries=64)
+def shares_figure(key: str, _verdicts: dict, classes: tuple, title: str, height: int = 260) -> go.Figure:
+    """Share of images per class, AE beside VAE, with each model's class entropy in the legend;
+    built once per key (plotly's figure building costs ~20 ms, a large share of a page run).
+    Callers must not change the figure: it is shared."""
+    names = [str(c) for c in classes]
+    bars = [go.Bar(x=names[: v.num_classes], y=v.shares, name=f"{MODEL_LABELS[kind]}: entropy {v.entropy:.2f} nats",
+                   marker_color=MODEL_COLORS[kind]) for kind, v in _verdicts.items()]
     even = 1 / max(len(classes), 1)
-    fig.add_hline(y=even, line_dash="dot", line_color="gray", annotation_text="even", annotation_position="top left")
-    fig.update_layout(title=dict(text=title, font=dict(size=14)), barmode="group", height=height,
-                      margin=dict(l=10, r=10, t=40, b=10), yaxis=dict(tickformat=".0%", title="share"),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0.35))
-    return fig
+    layout = dict(title=dict(text=title, font=dict(size=14)), barmode="group", height=height,
+                  margin=dict(l=10, r=10, t=40, b=10), yaxis=dict(tickformat=".0%", title="share"),
+                  legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0.35),
+                  shapes=[dict(type="line", xref="paper", x0=0, x1=1, y0=even, y1=even,
+                               line=dict(dash="dot", color="gray"))],
+                  annotations=[dict(xref="paper", x=0, y=even, text="even", showarrow=False, yanchor="bottom",
+                                    xanchor="left", font=dict(color="gray"))])
+    return go.Figure(data=bars, layout=layout)
 
 
 def num_classes(pair) -> int:
