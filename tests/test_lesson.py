@@ -16,7 +16,7 @@ import torch
 from vae import lesson as L
 from vae.checkpoint import load_checkpoint
 from vae.classifier import ClassifierConfig, load_classifier, save_classifier, train_classifier
-from vae.data import ImageDataset, ImageSplit
+from vae.data import ImageSplit
 from vae.errors import DatasetError
 from vae.evaluate import find_classifiers
 from vae.maps import GridSpec, build_latent_map

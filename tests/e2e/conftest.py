@@ -84,9 +84,13 @@ def app_url(tmp_path_factory):
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium) to run the "
                     "real-browser tests (.ci/run does)")
-    folder = tmp_path_factory.mktemp("e2e-server")
+    yield from serving(tmp_path_factory.mktemp("e2e-server"))
+
+
+def serving(folder: Path, **env):
+    """Start a server with its state in folder, yield its URL once healthy, stop it after."""
     port, log = free_port(), folder / "streamlit.log"
-    proc = start_server(folder / "state", port, log)
+    proc = start_server(folder / "state", port, log, **env)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc, log)

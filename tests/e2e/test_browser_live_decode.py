@@ -3,7 +3,6 @@ outputs for every shipped MLP checkpoint, and on the Grid decoder page a glide d
 browser with nothing sent to the server, while a click still reaches it."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 

@@ -16,7 +16,7 @@ import urllib.parse
 import numpy as np
 import pytest
 
-from conftest import free_port, space_environment, start_server, stop_server, wait_healthy
+from conftest import free_port, serving, space_environment
 
 pytestmark = pytest.mark.browser
 
@@ -27,15 +27,7 @@ CHECKED = "32 training and 8 test images of 28×28 grey-scale, 2 classes"
 @pytest.fixture(scope="module")
 def space_url(app_url, tmp_path_factory):
     """A second server with the Space's configuration (app_url, the local one, skips without Chromium)."""
-    folder = tmp_path_factory.mktemp("space-server")
-    port, log = free_port(), folder / "streamlit.log"
-    proc = start_server(folder / "state", port, log, **space_environment())
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc, log)
-        yield url
-    finally:
-        stop_server(proc)
+    yield from serving(tmp_path_factory.mktemp("space-server"), **space_environment())
 
 
 @pytest.fixture(scope="module")
