@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ui.state import DEFAULT_PAIRS
+
 import numpy as np
 import pytest
 import torch
@@ -83,7 +85,7 @@ def wait_live_ready(page) -> None:
 def test_a_glide_over_the_grid_decoders_map_decodes_in_the_browser_without_the_server(page, app_url):
     sent = []  # every frame the page sends to the server (a rerun request, a widget value), with its time
     page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(time.monotonic())))
-    open_page(page, app_url, "Grid_decoder", "Grid decoder")  # the default pair: mnist-2d
+    open_page(page, app_url, "Grid_decoder", "Grid decoder")  # the default pair (ui.state.DEFAULT_PAIRS[0])
     wait_live_ready(page)
     wait_until_idle(page)
     page.evaluate("() => { globalThis.__latentExplorerLive.stats.moves = 0; }")
@@ -111,7 +113,7 @@ def test_a_glide_over_the_grid_decoders_map_decodes_in_the_browser_without_the_s
     assert len({round(s["x"], 6) for s in seen}) == 25, "each move decodes a new place"
     # the decode shown is PyTorch's decode of the code the browser computed, for both models
     for kind in ("ae", "vae"):
-        model = load_checkpoint(ROOT / "checkpoints" / f"mnist-2d-{kind}.safetensors").model.eval()
+        model = load_checkpoint(ROOT / "checkpoints" / f"{DEFAULT_PAIRS[0]}-{kind}.safetensors").model.eval()
         last = seen[-1]
         with torch.no_grad():
             expected = model.decode(torch.tensor([last["codes"][kind]])).reshape(-1).numpy()
