@@ -100,6 +100,9 @@ class Callback:
 
     def on_train_end(self, progress: Progress) -> None: ...
 
+    def on_checkpoint(self, epoch: int, paths: dict[str, Path]) -> None:
+        """After the checkpoints of `epoch` epochs (plus a stopped epoch's batches) are on disk."""
+
 
 @dataclass
 class TrainResult:
@@ -308,6 +311,8 @@ class Trainer:
                             extra={"stopped": stopped, "wall_s": round(self._clock.elapsed(), 1),
                                    "device": str(self.device)})
             saved[name] = save_checkpoint(ck, self.out[name])
+        for cb in self.callbacks:
+            cb.on_checkpoint(epoch, dict(saved))
         return saved
 
 
