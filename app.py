@@ -12,6 +12,8 @@ from vae.latent import image_grid, sample_prior
 from vae.lesson import claims
 
 st.set_page_config(page_title="Latent Explorer", page_icon="🧭", layout="wide")
+if state.settings().hosted:  # visitors read messages, never tracebacks (the server log keeps them)
+    st.set_option("client.showErrorDetails", "none")
 
 
 def home() -> None:

@@ -5,6 +5,8 @@ each model, however many visitors); per-visitor choices live in `st.session_stat
 """
 from __future__ import annotations
 
+import re
+import uuid
 from pathlib import Path
 
 import streamlit as st
@@ -16,6 +18,7 @@ from vae.errors import LatentExplorerError
 from .settings import Settings, load_settings
 
 PAIR_KEY = "pair_name"
+OWNER_KEY = "_session_owner"  # this visitor's token: the jobs they started are theirs to stop
 
 
 @st.cache_resource(show_spinner=False)
@@ -82,10 +85,23 @@ def registry():
     """The training-job registry shared by all sessions (one job per configuration)."""
     from vae.jobs import JobRegistry
 
+    from vae.jobs import HostedLimits
+
     s = settings()
+    limits = None
+    if s.hosted:  # checked by the registry whatever a (modified) client sends
+        limits = HostedLimits(max_epochs=s.max_epochs, max_train_images=s.max_train_images or 20_000,
+                              max_batch_size=s.max_batch_size, max_latent_dim=s.max_latent_dim,
+                              max_jobs_per_owner=s.max_jobs_per_visitor, data_roots=(str(s.uploads_dir),))
     return JobRegistry(out_dir=s.trained_dir, max_running=s.max_running_jobs, train_threads=s.train_threads,
-                       max_epochs=s.max_epochs if s.hosted else None,
-                       max_train_images=s.max_train_images if s.hosted else None)
+                       limits=limits)
+
+
+def session_owner() -> str:
+    """A random token per browser session: who started a job (hosted: who may stop it)."""
+    if OWNER_KEY not in st.session_state:
+        st.session_state[OWNER_KEY] = uuid.uuid4().hex
+    return st.session_state[OWNER_KEY]
 
 
 def pair_picker() -> catalog.PairInfo | None:
@@ -126,9 +142,23 @@ def _default_pair(pairs: list[catalog.PairInfo]) -> catalog.PairInfo:
     return pairs[0]
 
 
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^\s/'\"]+/)*([^\s/'\"]*)")
+
+
+def public(text: str) -> str:
+    """A message as a visitor may read it: on a hosted server absolute paths shrink to their
+    last part (no server layout, nothing to probe with)."""
+    if not settings().hosted:
+        return text
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(1) or "…", str(text))
+
+
 def show_error(err: Exception, what: str) -> None:
-    """A clear message for expected failures; anything else shows its type too."""
+    """A clear message for expected failures; anything else shows its type too (locally) or a
+    plain sentence (hosted: no internals)."""
     if isinstance(err, LatentExplorerError):
-        st.error(f"{what}: {err}")
+        st.error(public(f"{what}: {err}"))
+    elif settings().hosted:
+        st.error(f"{what}: something went wrong on the server. Try other settings, or another pair.")
     else:
         st.error(f"{what}: unexpected {type(err).__name__}: {err}")
