@@ -95,8 +95,8 @@ def at_a_glance(pair) -> None:
 
 
 def pair_rows(pairs) -> list[dict]:
-    def fig(value, digits=2):
-        return None if value is None else round(float(value), digits)
+    def fig(value, digits=2):  # "–" where a pair has no figure (an epoch-0 or one-model pair)
+        return "–" if value is None else f"{float(value):.{digits}f}"
 
     rows = []
     for p in pairs:

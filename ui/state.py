@@ -108,13 +108,14 @@ def pair_picker() -> catalog.PairInfo | None:
     """Sidebar model picker shown on every page; the choice is kept per visitor."""
     pairs, problems = list_pairs()
     for p in problems:
-        st.sidebar.warning(f"Skipped an unreadable checkpoint: {p}")
+        st.sidebar.warning(public(f"Skipped an unreadable checkpoint: {p}"))
     if not pairs:
         st.sidebar.info("No trained models yet: train a pair on the **Train** page.")
         return None
     by_name = {p.name: p for p in pairs}
     if st.session_state.get(PAIR_KEY) not in by_name:
         st.session_state[PAIR_KEY] = _default_pair(pairs).name
+    _pair_from_link(by_name)
     # Streamlit drops a widget's state when the page that drew it is left, so the choice lives
     # in a plain session key; the widget's key follows it, so code (the Train page) can set it too.
     names, current = list(by_name), st.session_state[PAIR_KEY]
@@ -122,6 +123,21 @@ def pair_picker() -> catalog.PairInfo | None:
     st.sidebar.selectbox("Model pair (AE and VAE)", names, index=names.index(current), key=widget_key,
                          format_func=lambda n: by_name[n].label, on_change=_remember_pair, args=(widget_key,))
     return by_name[st.session_state[PAIR_KEY]]
+
+
+def _pair_from_link(by_name: dict) -> None:
+    """`?pair=NAME` in the address chooses that pair (a teacher links to one); applied once per
+    value, so the visitor can pick another afterwards. A name that does not exist says so."""
+    wanted = st.query_params.get("pair")
+    if not wanted:
+        return
+    if wanted in by_name:
+        if st.session_state.get("_pair_link_applied") != wanted:
+            st.session_state["_pair_link_applied"] = wanted
+            st.session_state[PAIR_KEY] = wanted
+    else:
+        st.sidebar.warning(f"The link asks for a pair named “{wanted[:80]}”, and there is none on this server: "
+                           f"showing {st.session_state[PAIR_KEY]}. Pick one below.")
 
 
 def _remember_pair(widget_key: str) -> None:
