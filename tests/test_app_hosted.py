@@ -162,3 +162,51 @@ def test_kill_9_of_the_training_server_then_restart_offers_resume(app_env, bands
     [job] = state.registry().list()
     assert wait_for(lambda: job.view().epochs_done > done, 60) and job.view().resumed_from == done
     assert list(rerun_until(at, lambda a: a.progress).dataframe[0].value["state"]) == ["running"]
+
+
+# --- 19.5: uploads are private to the session that uploaded them, stored once, pruned --------------------
+def test_uploads_and_their_pairs_are_seen_only_by_the_visitor_who_uploaded(hosted, bands_npz):
+    from ui import state
+    from vae.uploads import store_upload, upload_of
+
+    uploads = state.settings().uploads_dir
+    stored = store_upload("secret digits.npz", bands_npz.read_bytes(), uploads)
+    digest = upload_of(stored.path, uploads)
+    job, _ = state.registry().submit(JobSpec(dataset=str(stored.path), preset="mnist-mlp", latent_dim=4, epochs=1,
+                                             batch_size=64, limit_train=100), owner="alice")
+    assert job.join(30) and job.state == "done"
+    st.cache_data.clear()
+
+    alice = AppTest.from_file(ROOT / "pages/1_Train.py", default_timeout=30)
+    alice.session_state["_session_uploads"] = {digest}
+    alice.run()
+    assert any(job.view().name in o for o in alice.sidebar.selectbox[0].options)
+    assert len(alice.dataframe[0].value) == 1
+
+    bob = AppTest.from_file(ROOT / "pages/1_Train.py", default_timeout=30).run()
+    assert not bob.exception
+    assert not any(job.view().name in o for o in (bob.sidebar.selectbox[0].options if bob.sidebar.selectbox else []))
+    assert "secret" not in " ".join(texts(bob.markdown) + texts(bob.caption) + texts(bob.info))
+    assert not bob.dataframe or len(bob.dataframe[0].value) == 0
+
+
+def test_stored_uploads_are_pruned_by_age_then_size_but_not_while_a_job_uses_them(tmp_path, bands_npz):
+    import numpy as np
+    from vae.uploads import prune_uploads, store_upload, upload_of
+
+    data = bands_npz.read_bytes()
+    stored = []
+    for i in range(3):
+        arrays = dict(np.load(bands_npz))
+        arrays["x_train"] = arrays["x_train"] + i  # different bytes each
+        path = tmp_path / f"u{i}.npz"
+        np.savez(path, **arrays)
+        s = store_upload(path.name, path.read_bytes(), tmp_path / "uploads")
+        os.utime(s.path.parent, (time.time() - 3600 * (10 - i),) * 2)  # u0 the least recently used
+        stored.append(upload_of(s.path, tmp_path / "uploads"))
+    assert store_upload("same bytes.npz", (tmp_path / "u2.npz").read_bytes(), tmp_path / "uploads").path.name == "u2.npz"
+    size = sum(f.stat().st_size for f in (tmp_path / "uploads" / stored[0]).rglob("*") if f.is_file())
+    assert prune_uploads(tmp_path / "uploads", max_age_s=9.5 * 3600, max_total_bytes=10**9) == [stored[0]]
+    assert prune_uploads(tmp_path / "uploads", 10**6, max_total_bytes=size + 10, in_use={stored[1]}) == [stored[2]]
+    assert sorted(p.name for p in (tmp_path / "uploads").iterdir()) == [stored[1]]
+    del data

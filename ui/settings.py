@@ -29,6 +29,8 @@ class Settings:
     max_train_images: int | None
     allow_local_paths: bool  # may a visitor type a server path as a data source?
     max_upload_mb: int
+    uploads_max_age_h: float  # a stored upload unused this long is deleted
+    uploads_max_total_mb: int  # and the least recently used go while all of them exceed this
 
 
 def load_settings() -> Settings:
@@ -50,4 +52,6 @@ def load_settings() -> Settings:
         else (20_000 if hosted else None),
         allow_local_paths=_flag("LATENT_EXPLORER_LOCAL_PATHS", not hosted),
         max_upload_mb=int(os.environ.get("LATENT_EXPLORER_MAX_UPLOAD_MB", "50")),
+        uploads_max_age_h=float(os.environ.get("LATENT_EXPLORER_UPLOADS_MAX_AGE_H", "24")),
+        uploads_max_total_mb=int(os.environ.get("LATENT_EXPLORER_UPLOADS_MAX_TOTAL_MB", "1024")),
     )

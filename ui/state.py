@@ -19,6 +19,7 @@ from .settings import Settings, load_settings
 
 PAIR_KEY = "pair_name"
 OWNER_KEY = "_session_owner"  # this visitor's token: the jobs they started are theirs to stop
+UPLOADS_KEY = "_session_uploads"  # digests of the data sets this visitor uploaded
 
 
 @st.cache_resource(show_spinner=False)
@@ -37,8 +38,25 @@ def _pairs(signature: tuple) -> tuple[list, list]:
 
 
 def list_pairs() -> tuple[list[catalog.PairInfo], list[str]]:
-    """Shipped and trained pairs; re-read only when a checkpoint file changes."""
-    return _pairs(catalog.folders_signature(model_folders()))
+    """Shipped and trained pairs; re-read only when a checkpoint file changes. On a hosted server
+    a pair trained on an upload is listed only for the visitor who uploaded that data set."""
+    pairs, problems = _pairs(catalog.folders_signature(model_folders()))
+    return [p for p in pairs if visible_data(p.source)], problems
+
+
+def my_uploads() -> set:
+    return st.session_state.setdefault(UPLOADS_KEY, set())
+
+
+def visible_data(source: str) -> bool:
+    """May this visitor see what was made from this data source? Locally: everything. Hosted:
+    built-in data sets, and uploads only to the visitor who uploaded them."""
+    from vae.uploads import upload_of
+
+    if not settings().hosted:
+        return True
+    digest = upload_of(source, settings().uploads_dir) if source else None
+    return digest is None or digest in my_uploads()
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=32)

@@ -19,7 +19,7 @@ from vae.device import has_fast_bfloat16, pick_device
 from vae.errors import ConfigError, DatasetError
 from vae.jobs import ACTIVE_STATES, JobRegistry, JobSpec, JobView, LatentSnapshot, compatible_presets
 from vae.presets import PRESETS
-from vae.uploads import UploadLimits, store_upload
+from vae.uploads import UploadLimits, prune_uploads, store_upload, upload_of
 
 from .style import MODEL_LABELS, MODEL_COLORS
 from . import state
@@ -74,6 +74,10 @@ def dataset_input(settings: Settings) -> str | None:
 def _uploaded_data(settings: Settings) -> str | None:
     """A visitor's own data set: checked by vae.uploads (caps, zip bomb, zip slip, shapes), stored
     under the state folder by content hash; its path is the job's data source."""
+    if settings.hosted:
+        st.caption(f"Your upload, and the pairs trained on it, are shown only in this browser session (other visitors "
+                   f"do not see them; reloading the page starts a new session). Uploads unused for "
+                   f"{settings.uploads_max_age_h:g} h are deleted from the server.")
     upload = st.file_uploader("A .npz with uint8 x_train, x_test (N×H×W or N×H×W×C) and integer y_train, y_test, "
                               "or a .zip of a folder with train/<class>/<image> and test/<class>/<image>",
                               type=["npz", "zip"], key="train_upload")
@@ -85,6 +89,10 @@ def _uploaded_data(settings: Settings) -> str | None:
             with st.spinner(f"Checking {upload.name}…"):
                 stored = store_upload(upload.name, upload.getvalue(), settings.uploads_dir,
                                       UploadLimits.from_mb(settings.max_upload_mb))
+                state.my_uploads().add(upload_of(stored.path, settings.uploads_dir))
+                in_use = {upload_of(j.spec.dataset, settings.uploads_dir) for j in state.registry().list() if j.active}
+                prune_uploads(settings.uploads_dir, settings.uploads_max_age_h * 3600,
+                              settings.uploads_max_total_mb * 2**20, in_use | {upload_of(stored.path, settings.uploads_dir)})
             checked = (upload.file_id, str(stored.path), stored.describe(), "")
         except DatasetError as err:
             checked = (upload.file_id, None, "", str(err))
@@ -202,8 +210,13 @@ def duration(s: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
+def visible_jobs(registry: JobRegistry) -> list:
+    """The jobs this visitor may see: all of them, except (hosted) those on another visitor's upload."""
+    return [j for j in registry.list() if state.visible_data(j.spec.dataset)]
+
+
 def watch_picker(registry: JobRegistry) -> str | None:
-    jobs = registry.list()
+    jobs = visible_jobs(registry)
     if not jobs:
         st.info("No training jobs on this server yet. Start one above.")
         return None
@@ -251,7 +264,7 @@ def _rerun_when_a_job_finishes(registry: JobRegistry, live: bool) -> None:
 
 def jobs_table(registry: JobRegistry) -> None:
     rows = []
-    for job in registry.list()[:20]:
+    for job in visible_jobs(registry)[:20]:
         v = job.view()
         waiting = " (loading data)" if v.state == "running" else ""
         rows.append({"pair": v.name or f"{v.spec.preset} on {dataset_name(v.spec)}{waiting}", "state": v.state,

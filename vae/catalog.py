@@ -27,6 +27,7 @@ class PairInfo:
     latent_dim: int
     metrics: dict = field(default_factory=dict)  # kind -> test metrics
     epochs: int = 0
+    source: str = ""  # where its data came from (a built-in name's origin, or a file path)
 
     @property
     def label(self) -> str:
@@ -73,7 +74,7 @@ def _pair_info(folder: Path, name: str) -> tuple[PairInfo | None, list[str]]:
     return PairInfo(name=name, folder=str(folder), paths=paths, preset=cfg.get("preset", ""),
                     dataset=first.get("dataset", {}).get("name", "?"), image_shape=tuple(cfg["image_shape"]),
                     latent_dim=int(cfg["latent_dim"]), metrics={k: m.get("metrics", {}) for k, m in metas.items()},
-                    epochs=int(first.get("epoch", 0))), problems
+                    epochs=int(first.get("epoch", 0)), source=str(first.get("dataset", {}).get("source", ""))), problems
 
 
 def folders_signature(folders: list[str | Path]) -> tuple:
