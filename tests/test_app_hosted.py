@@ -210,3 +210,9 @@ def test_stored_uploads_are_pruned_by_age_then_size_but_not_while_a_job_uses_the
     assert prune_uploads(tmp_path / "uploads", 10**6, max_total_bytes=size + 10, in_use={stored[1]}) == [stored[2]]
     assert sorted(p.name for p in (tmp_path / "uploads").iterdir()) == [stored[1]]
     del data
+
+
+def test_a_hosted_app_shows_visitors_no_tracebacks(hosted):
+    at = AppTest.from_file(ROOT / "app.py", default_timeout=60).run()
+    assert not at.exception and st.get_option("client.showErrorDetails") == "none"
+    st.set_option("client.showErrorDetails", "full")  # process-wide: leave it as the other tests expect
