@@ -54,7 +54,7 @@ def load_settings() -> Settings:
         allow_local_paths=_flag("LATENT_EXPLORER_LOCAL_PATHS", not hosted),
         max_upload_mb=int(os.environ.get("LATENT_EXPLORER_MAX_UPLOAD_MB", "50")),
         max_slow_map_points=int(os.environ["LATENT_EXPLORER_MAX_SLOW_MAP"]) if "LATENT_EXPLORER_MAX_SLOW_MAP" in os.environ
-        else (1000 if hosted else None),
+        else (500 if hosted else None),
         uploads_max_age_h=float(os.environ.get("LATENT_EXPLORER_UPLOADS_MAX_AGE_H", "24")),
         uploads_max_total_mb=int(os.environ.get("LATENT_EXPLORER_UPLOADS_MAX_TOTAL_MB", "1024")),
     )
