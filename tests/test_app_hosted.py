@@ -134,6 +134,8 @@ def test_hosted_messages_show_no_server_paths(hosted):
 
     text = state.public("DatasetError: /srv/app/.cache/state/uploads/ab12.npz: x_train is missing")
     assert "/srv" not in text and "ab12.npz: x_train is missing" in text
+    url = "download failed: https://ossci-datasets.s3.amazonaws.com/mnist/train.gz"
+    assert state.public(url) == url
 
 
 def test_kill_9_of_the_training_server_then_restart_offers_resume(app_env, bands_npz):

@@ -176,7 +176,7 @@ def _default_pair(pairs: list[catalog.PairInfo]) -> catalog.PairInfo:
     return pairs[0]
 
 
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^\s/'\"]+/)*([^\s/'\"]*)")
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/'\"]+/)*([^\s/'\"]*)")  # not inside a URL
 
 
 def public(text: str) -> str:
