@@ -14,6 +14,8 @@ from vae.latent import image_grid, sample_prior
 from vae.lesson import claims
 
 st.set_page_config(page_title="Latent Explorer", page_icon="🧭", layout="wide")
+if state.settings().hosted:  # visitors read messages, never tracebacks (the server log keeps them)
+    st.set_option("client.showErrorDetails", "none")
 
 
 def home() -> None:
@@ -96,8 +98,8 @@ def at_a_glance(pair) -> None:
 
 
 def pair_rows(pairs) -> list[dict]:
-    def fig(value, digits=2):
-        return None if value is None else round(float(value), digits)
+    def fig(value, digits=2):  # "–" where a pair has no figure (an epoch-0 or one-model pair)
+        return "–" if value is None else f"{float(value):.{digits}f}"
 
     rows = []
     for p in pairs:

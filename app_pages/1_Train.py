@@ -33,7 +33,7 @@ if chosen is not None:
     try:
         tw.start_job(registry, JobSpec(**chosen))
     except ConfigError as err:
-        st.error(f"Cannot start this job: {err}")
+        st.error(state.public(f"Cannot start this job: {err}"))
 
 st.subheader("3. Training jobs on this server")
 job_id = tw.watch_picker(registry)

@@ -369,3 +369,15 @@ def test_the_draw_page_says_it_needs_a_28x28_pair(colour_pair_env):
     assert not at.exception, [e.value for e in at.exception]
     assert any("28×28" in i.value for i in at.info)
     assert not at.get("component_instance")  # no canvas
+
+
+def test_a_hosted_server_caps_new_slow_maps_whatever_size_the_client_asks(app_env, monkeypatch):
+    """Issue 19.6: a t-SNE / UMAP fit in a page run is capped on a hosted server (bench/hosted_maps.py
+    measures the default), whatever size the client asks for; the page says so and shows the capped map."""
+    monkeypatch.setenv("LATENT_EXPLORER_HOSTED", "1")
+    monkeypatch.setenv("LATENT_EXPLORER_MAX_SLOW_MAP", "40")
+    st.cache_resource.clear()
+    at = run_page(PAGES[0], "tiny8d", maps_method="tsne", maps_sample=5000)
+    assert any(i.value.startswith("Showing 40 images: a new t-SNE map of 1,000 images would hold up this shared "
+                                  "server") for i in at.info), [i.value for i in at.info]
+    assert len(list((app_env / "cache" / "projections").glob("tsne-*"))) == 2

@@ -163,7 +163,9 @@ def test_an_exception_in_the_thread_fails_the_job_not_the_registry(tmp_path, reg
     monkeypatch.undo()
     retried, created = registry.submit(spec)  # a failed spec may be started again
     assert created and retried is not broken and retried.join(30) and retried.state == "done"
-    assert {j.state for j in registry.list()} == {"failed", "done"} and len(registry.list()) == 3
+    # one row per configuration: the retry replaces the failed run's row, and its id leads to the retry
+    assert {j.state for j in registry.list()} == {"failed", "done"} and len(registry.list()) == 2
+    assert registry.get(broken.id) is retried
 
 
 def test_a_snapshot_per_epoch_with_stable_shapes_and_orientation(registry, bands_npz):

@@ -58,12 +58,13 @@ def declare_size(data: bytes, member: str, size: int) -> bytes:
 def test_a_valid_npz_is_stored_once_by_content_and_loads(tmp_path):
     data = npz_bytes(**good_arrays())
     stored = store_upload("my digits.npz", data, tmp_path)
-    assert stored.path.parent == tmp_path and stored.path.name.startswith("my-digits-") and stored.kind == "npz"
+    assert stored.path.parent.parent == tmp_path and stored.path.name == "my-digits.npz" and stored.kind == "npz"
     assert (stored.image_shape, stored.train_size, stored.test_size) == ((1, 28, 28), 30, 10)
     assert "30 training and 10 test images of 28×28 grey-scale" in stored.describe()
     d = load_dataset(str(stored.path))  # what a training job does with the path
     assert d.image_shape == (1, 28, 28) and len(d.train) == 30
-    assert store_upload("again.npz", data, tmp_path).path.name.split("-")[-1] == stored.path.name.split("-")[-1]
+    assert store_upload("again.npz", data, tmp_path).path == stored.path  # content-addressed: stored once
+    assert len(list(tmp_path.iterdir())) == 1
     assert not list(tmp_path.glob(".upload-*"))  # no staging folder left
 
 

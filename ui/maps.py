@@ -80,6 +80,10 @@ def model_id(path: str, mtime_ns: int) -> str:
 
 
 
+class MapTooLarge(ConfigError):
+    """A UMAP / t-SNE map, not prebuilt, larger than a hosted server fits in a page run."""
+
+
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _cached_map(key: str, _build: Callable[[], LatentMap]) -> LatentMap:
     return _build()
@@ -102,6 +106,11 @@ def latent_map(pair, method: str, n: int, seed: int = 0, aligned: bool = True) -
 
     key = map_key(ids, dkey, n_used, method, seed, aligned)
     on_disk = all(cache.path_for(projection_key(i, dkey, n_used, method, seed)).is_file() for i in ids.values())
+    cap = state.settings().max_slow_map_points
+    if method in SLOW_METHODS and not on_disk and cap is not None and n_used > cap:
+        raise MapTooLarge(f"a new {METHOD_NAMES[method].split(' (')[0]} map of {n_used:,} images would hold up this "
+                          f"shared server for a minute or more: choose {cap:,} images or fewer (maps prebuilt for "
+                          "the shipped pairs are served at any size)")
     if method in SLOW_METHODS and not on_disk:
         name = "UMAP" if method == "umap" else "t-SNE"
         extra = (" running UMAP's inverse once on a grid for the grid decoder," if method == "umap" else "")
@@ -142,6 +151,10 @@ def page_map(pair, models: dict, missing_data: str = "This pair's test images ar
     aligned = coordinates_control(pair.latent_dim, method, "ae" in pair.paths and "vae" in pair.paths)
     try:
         lmap = latent_map(pair, method, n_points, aligned=aligned)
+    except MapTooLarge as err:  # hosted: a slow map over the size cap (any client value reaches here)
+        cap = state.settings().max_slow_map_points
+        st.info(f"Showing {cap:,} images: {err}.")
+        lmap, n_points = latent_map(pair, method, cap, aligned=aligned), cap
     except LatentExplorerError as err:
         state.show_error(err, f"Could not compute the {method} map")
         st.stop()

@@ -5,6 +5,8 @@ each model, however many visitors); per-visitor choices live in `st.session_stat
 """
 from __future__ import annotations
 
+import re
+import uuid
 from pathlib import Path
 
 import streamlit as st
@@ -16,6 +18,8 @@ from vae.errors import LatentExplorerError
 from .settings import Settings, load_settings
 
 PAIR_KEY = "pair_name"
+OWNER_KEY = "_session_owner"  # this visitor's token: the jobs they started are theirs to stop
+UPLOADS_KEY = "_session_uploads"  # digests of the data sets this visitor uploaded
 
 
 @st.cache_resource(show_spinner=False)
@@ -34,8 +38,25 @@ def _pairs(signature: tuple) -> tuple[list, list]:
 
 
 def list_pairs() -> tuple[list[catalog.PairInfo], list[str]]:
-    """Shipped and trained pairs; re-read only when a checkpoint file changes."""
-    return _pairs(catalog.folders_signature(model_folders()))
+    """Shipped and trained pairs; re-read only when a checkpoint file changes. On a hosted server
+    a pair trained on an upload is listed only for the visitor who uploaded that data set."""
+    pairs, problems = _pairs(catalog.folders_signature(model_folders()))
+    return [p for p in pairs if visible_data(p.source)], problems
+
+
+def my_uploads() -> set:
+    return st.session_state.setdefault(UPLOADS_KEY, set())
+
+
+def visible_data(source: str) -> bool:
+    """May this visitor see what was made from this data source? Locally: everything. Hosted:
+    built-in data sets, and uploads only to the visitor who uploaded them."""
+    from vae.uploads import upload_of
+
+    if not settings().hosted:
+        return True
+    digest = upload_of(source, settings().uploads_dir) if source else None
+    return digest is None or digest in my_uploads()
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=32)
@@ -82,23 +103,37 @@ def registry():
     """The training-job registry shared by all sessions (one job per configuration)."""
     from vae.jobs import JobRegistry
 
+    from vae.jobs import HostedLimits
+
     s = settings()
+    limits = None
+    if s.hosted:  # checked by the registry whatever a (modified) client sends
+        limits = HostedLimits(max_epochs=s.max_epochs, max_train_images=s.max_train_images or 20_000,
+                              max_batch_size=s.max_batch_size, max_latent_dim=s.max_latent_dim,
+                              max_jobs_per_owner=s.max_jobs_per_visitor, data_roots=(str(s.uploads_dir),))
     return JobRegistry(out_dir=s.trained_dir, max_running=s.max_running_jobs, train_threads=s.train_threads,
-                       max_epochs=s.max_epochs if s.hosted else None,
-                       max_train_images=s.max_train_images if s.hosted else None)
+                       limits=limits)
+
+
+def session_owner() -> str:
+    """A random token per browser session: who started a job (hosted: who may stop it)."""
+    if OWNER_KEY not in st.session_state:
+        st.session_state[OWNER_KEY] = uuid.uuid4().hex
+    return st.session_state[OWNER_KEY]
 
 
 def pair_picker() -> catalog.PairInfo | None:
     """Sidebar model picker shown on every page; the choice is kept per visitor."""
     pairs, problems = list_pairs()
     for p in problems:
-        st.sidebar.warning(f"Skipped an unreadable checkpoint: {p}")
+        st.sidebar.warning(public(f"Skipped an unreadable checkpoint: {p}"))
     if not pairs:
         st.sidebar.info("No trained models yet: train a pair on the **Train** page.")
         return None
     by_name = {p.name: p for p in pairs}
     if st.session_state.get(PAIR_KEY) not in by_name:
         st.session_state[PAIR_KEY] = _default_pair(pairs).name
+    _pair_from_link(by_name)
     # Streamlit drops a widget's state when the page that drew it is left, so the choice lives
     # in a plain session key; the widget's key follows it, so code (the Train page) can set it too.
     names, current = list(by_name), st.session_state[PAIR_KEY]
@@ -106,6 +141,21 @@ def pair_picker() -> catalog.PairInfo | None:
     st.sidebar.selectbox("Model pair (AE and VAE)", names, index=names.index(current), key=widget_key,
                          format_func=lambda n: by_name[n].label, on_change=_remember_pair, args=(widget_key,))
     return by_name[st.session_state[PAIR_KEY]]
+
+
+def _pair_from_link(by_name: dict) -> None:
+    """`?pair=NAME` in the address chooses that pair (a teacher links to one); applied once per
+    value, so the visitor can pick another afterwards. A name that does not exist says so."""
+    wanted = st.query_params.get("pair")
+    if not wanted:
+        return
+    if wanted in by_name:
+        if st.session_state.get("_pair_link_applied") != wanted:
+            st.session_state["_pair_link_applied"] = wanted
+            st.session_state[PAIR_KEY] = wanted
+    else:
+        st.sidebar.warning(f"The link asks for a pair named “{wanted[:80]}”, and there is none on this server: "
+                           f"showing {st.session_state[PAIR_KEY]}. Pick one below.")
 
 
 def _remember_pair(widget_key: str) -> None:
@@ -126,9 +176,23 @@ def _default_pair(pairs: list[catalog.PairInfo]) -> catalog.PairInfo:
     return pairs[0]
 
 
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/'\"]+/)*([^\s/'\"]*)")  # not inside a URL
+
+
+def public(text: str) -> str:
+    """A message as a visitor may read it: on a hosted server absolute paths shrink to their
+    last part (no server layout, nothing to probe with)."""
+    if not settings().hosted:
+        return text
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(1) or "…", str(text))
+
+
 def show_error(err: Exception, what: str) -> None:
-    """A clear message for expected failures; anything else shows its type too."""
+    """A clear message for expected failures; anything else shows its type too (locally) or a
+    plain sentence (hosted: no internals)."""
     if isinstance(err, LatentExplorerError):
-        st.error(f"{what}: {err}")
+        st.error(public(f"{what}: {err}"))
+    elif settings().hosted:
+        st.error(f"{what}: something went wrong on the server. Try other settings, or another pair.")
     else:
         st.error(f"{what}: unexpected {type(err).__name__}: {err}")

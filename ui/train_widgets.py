@@ -16,10 +16,10 @@ from plotly.subplots import make_subplots
 
 from vae.data import EMBEDDED
 from vae.device import has_fast_bfloat16, pick_device
-from vae.errors import DatasetError
+from vae.errors import ConfigError, DatasetError
 from vae.jobs import ACTIVE_STATES, JobRegistry, JobSpec, JobView, LatentSnapshot, compatible_presets
 from vae.presets import PRESETS
-from vae.uploads import UploadLimits, store_upload
+from vae.uploads import UploadLimits, prune_uploads, store_upload, upload_of
 
 from .style import MODEL_LABELS, MODEL_COLORS
 from . import state
@@ -49,6 +49,9 @@ UPLOADED = "train_uploaded"  # (file_id, stored path or None, summary, error) of
 def dataset_input(settings: Settings) -> str | None:
     """The data source as vae.data.load_dataset takes it, or None until one is given."""
     options = [k for k in DATASETS if k != "path" or settings.allow_local_paths]
+    # A modified client can send any string for a select box or any number for a number input;
+    # Streamlit (1.67) resets a value outside the widget's options or bounds to its default, and
+    # the job registry checks the spec again on a hosted server (vae.jobs.HostedLimits).
     choice = st.selectbox("Data set", options, format_func=DATASETS.get, key="train_dataset")
     if choice in ("mnist", "fashion-mnist", "cifar10"):
         st.caption("Without a network the download fails after a few seconds; MNIST and Fashion-MNIST jobs then "
@@ -71,6 +74,10 @@ def dataset_input(settings: Settings) -> str | None:
 def _uploaded_data(settings: Settings) -> str | None:
     """A visitor's own data set: checked by vae.uploads (caps, zip bomb, zip slip, shapes), stored
     under the state folder by content hash; its path is the job's data source."""
+    if settings.hosted:
+        st.caption(f"Your upload, and the pairs trained on it, are shown only in this browser session (other visitors "
+                   f"do not see them; reloading the page starts a new session). Uploads unused for "
+                   f"{settings.uploads_max_age_h:g} h are deleted from the server.")
     upload = st.file_uploader("A .npz with uint8 x_train, x_test (N×H×W or N×H×W×C) and integer y_train, y_test, "
                               "or a .zip of a folder with train/<class>/<image> and test/<class>/<image>",
                               type=["npz", "zip"], key="train_upload")
@@ -80,8 +87,12 @@ def _uploaded_data(settings: Settings) -> str | None:
     if checked is None or checked[0] != upload.file_id:  # check each file once, not on every rerun
         try:
             with st.spinner(f"Checking {upload.name}…"):
-                stored = store_upload(upload.name, upload.getvalue(), settings.cache_dir.parent / "uploads",
+                stored = store_upload(upload.name, upload.getvalue(), settings.uploads_dir,
                                       UploadLimits.from_mb(settings.max_upload_mb))
+                state.my_uploads().add(upload_of(stored.path, settings.uploads_dir))
+                in_use = {upload_of(j.spec.dataset, settings.uploads_dir) for j in state.registry().list() if j.active}
+                prune_uploads(settings.uploads_dir, settings.uploads_max_age_h * 3600,
+                              settings.uploads_max_total_mb * 2**20, in_use | {upload_of(stored.path, settings.uploads_dir)})
             checked = (upload.file_id, str(stored.path), stored.describe(), "")
         except DatasetError as err:
             checked = (upload.file_id, None, "", str(err))
@@ -110,7 +121,7 @@ def hyperparameter_form(preset_name: str, source: str | None, settings: Settings
     max_images = settings.max_train_images or MAX_IMAGES
     with st.form("train_form", border=True):
         c1, c2, c3 = st.columns(3)
-        latent_dim = c1.number_input("Latent size", 1, 512, p.base.latent_dim, key="train_latent" + k,
+        latent_dim = c1.number_input("Latent size", 1, settings.max_latent_dim, min(p.base.latent_dim, settings.max_latent_dim), key="train_latent" + k,
                                      help="Dimensions of the code z. With 2 the latent map is the code itself.")
         beta = c2.number_input("β (KL weight, VAE only)", 0.0, 50.0, float(p.base.beta), 0.1, format="%.2f",
                                key="train_beta" + k, help="1 is the plain VAE; larger pulls codes harder to the prior.")
@@ -119,7 +130,7 @@ def hyperparameter_form(preset_name: str, source: str | None, settings: Settings
         c1, c2, c3 = st.columns(3)
         epochs = c1.number_input("Epochs", 1, settings.max_epochs, min(p.epochs, settings.max_epochs),
                                  key="train_epochs" + k)
-        batch_size = c2.number_input("Batch size", 8, 4096, p.batch_size, key="train_batch" + k)
+        batch_size = c2.number_input("Batch size", 8, settings.max_batch_size, min(p.batch_size, settings.max_batch_size), key="train_batch" + k)
         lr = c3.number_input("Learning rate", 1e-5, 0.1, p.lr, 1e-4, format="%.5f", key="train_lr" + k)
         c1, c2, c3 = st.columns(3)
         limit = c1.number_input("Training images (at most)", 64, max_images, max_images, 1000,
@@ -147,7 +158,7 @@ def hyperparameter_form(preset_name: str, source: str | None, settings: Settings
 
 def start_job(registry: JobRegistry, spec: JobSpec) -> None:
     """Submit; show which job the page now follows (an existing one for a repeated spec)."""
-    job, created = registry.submit(spec)
+    job, created = registry.submit(spec, owner=state.session_owner())
     st.session_state[WATCH] = job.id
     own = st.session_state.setdefault(OWN_JOBS, [])
     if job.id not in own:
@@ -199,15 +210,21 @@ def duration(s: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
+def visible_jobs(registry: JobRegistry) -> list:
+    """The jobs this visitor may see: all of them, except (hosted) those on another visitor's upload."""
+    return [j for j in registry.list() if state.visible_data(j.spec.dataset)]
+
+
 def watch_picker(registry: JobRegistry) -> str | None:
-    jobs = registry.list()
+    jobs = visible_jobs(registry)
     if not jobs:
         st.info("No training jobs on this server yet. Start one above.")
         return None
     ids = [j.id for j in jobs]
     if st.session_state.get(WATCH) not in ids:
+        followed = registry.get(st.session_state.get(WATCH, ""))  # a stopped run continued under a new id
         running = [j.id for j in jobs if j.state in ACTIVE_STATES]
-        st.session_state[WATCH] = (running or ids)[0]
+        st.session_state[WATCH] = followed.id if followed is not None and followed.id in ids else (running or ids)[0]
     return st.selectbox("Show job", ids, key=WATCH, format_func=lambda i: job_label(i, registry))
 
 
@@ -247,9 +264,10 @@ def _rerun_when_a_job_finishes(registry: JobRegistry, live: bool) -> None:
 
 def jobs_table(registry: JobRegistry) -> None:
     rows = []
-    for job in registry.list()[:20]:
+    for job in visible_jobs(registry)[:20]:
         v = job.view()
-        rows.append({"pair": v.name or f"{v.spec.preset} on {dataset_name(v.spec)} (loading data)", "state": v.state,
+        waiting = " (loading data)" if v.state == "running" else ""
+        rows.append({"pair": v.name or f"{v.spec.preset} on {dataset_name(v.spec)}{waiting}", "state": v.state,
                      "progress": round(100 * v.fraction), "latent": v.spec.latent_dim, "epochs": v.spec.epochs, "models": " + ".join(MODEL_LABELS[k] for k in v.spec.kinds),
                      "started": ago(v.submitted_at)})
     st.dataframe(rows, hide_index=True, width="stretch", key="train_jobs_table",
@@ -264,7 +282,7 @@ def job_status(registry: JobRegistry, v: JobView) -> None:
                 f"β {v.spec.beta:g} · {v.spec.epochs} epochs · batch {v.spec.batch_size} · lr {v.spec.lr:g}"
                 + (" · bfloat16 matmuls" if v.spec.precision == "bfloat16" else ""))
     for note in v.notes:
-        st.warning(note)
+        st.warning(state.public(note))
     if v.active:
         if v.state == "queued":
             st.info(f"Waiting for a free training slot: number {registry.queue_position(v.id) or '?'} in the queue "
@@ -273,23 +291,47 @@ def job_status(registry: JobRegistry, v: JobView) -> None:
             st.info("Loading the data set…" if not v.name else "Building the models…")
         else:
             st.progress(v.fraction, text=progress_text(v))
-        if st.button("Stop", key=f"train_stop_{v.id}", help="Ends within a second and keeps the checkpoint."):
-            job = registry.get(v.id)
-            job.stop()
-            job.join(2.0)
+        if not registry.may_stop(v.id, state.session_owner()):
+            st.caption("Started by another visitor: only they can stop it. You can watch it, and its pair appears "
+                       "in the model picker when it is done.")
+        elif st.button("Stop", key=f"train_stop_{v.id}", help="Ends within a second and keeps the checkpoint."):
+            try:
+                registry.stop(v.id, owner=state.session_owner())
+            except ConfigError as err:
+                st.error(str(err))
+                return
+            registry.get(v.id).join(2.0)
             st.rerun()
+    elif v.state == "interrupted":
+        st.warning(f"Interrupted after {v.epochs_done} of {v.spec.epochs} epochs: the server stopped while it trained. "
+                   + ("The checkpoint of the last finished epoch is saved; Resume continues from it."
+                      if v.checkpoints else "No epoch had finished; Resume starts it again."))
+        _resume_button(registry, v)
     elif v.state == "done":
         st.success(f"Done in {duration(v.finished_at - v.started_at)}: **{v.name}** is now in the model picker "
                    "(sidebar), and every page shows it.")
     elif v.state == "stopped":
         if v.checkpoints:
             st.warning(f"Stopped after {v.epochs_done} of {v.spec.epochs} epochs. The partly trained pair **{v.name}** "
-                       "is saved and in the model picker.")
+                       "is saved and in the model picker. Starting the same settings again continues from it.")
+            _resume_button(registry, v)
         else:
             st.info("Stopped before training began: nothing was saved.")
     elif v.state == "failed":
-        st.error(f"Training failed: {v.error}")
+        st.error(state.public(f"Training failed: {v.error}"))
         _offer_other_data(registry, v)
+
+
+def _resume_button(registry: JobRegistry, v: JobView) -> None:
+    if st.button("Resume", key=f"train_resume_{v.id}", type="primary",
+                 help="Trains the remaining epochs from the saved checkpoint: no finished epoch is lost."):
+        try:
+            job = registry.resume(v.id, owner=state.session_owner())
+        except ConfigError as err:
+            st.error(state.public(f"Cannot resume: {err}"))
+            return
+        st.session_state.setdefault(OWN_JOBS, []).append(job.id)  # the picker follows the old id to it
+        st.rerun()
 
 
 def _offer_other_data(registry: JobRegistry, v: JobView) -> None:

@@ -27,6 +27,7 @@ class PairInfo:
     latent_dim: int
     metrics: dict = field(default_factory=dict)  # kind -> test metrics
     epochs: int = 0
+    source: str = ""  # where its data came from (a built-in name's origin, or a file path)
 
     @property
     def label(self) -> str:
@@ -34,7 +35,8 @@ class PairInfo:
 
 
 def find_pairs(folders: list[str | Path]) -> tuple[list[PairInfo], list[str]]:
-    """All pairs in the folders (sorted by name), and one message per unreadable file."""
+    """All pairs in the folders (sorted by name), and one message per unreadable file. A pair
+    with one unreadable member is listed with the other one (and the message says so)."""
     pairs, problems = [], []
     for folder in folders:
         folder = Path(folder)
@@ -43,25 +45,36 @@ def find_pairs(folders: list[str | Path]) -> tuple[list[PairInfo], list[str]]:
         names = sorted({f.name[: -len(sfx)] for f in folder.iterdir() for sfx in SUFFIXES.values()
                         if f.name.endswith(sfx)})
         for name in names:
-            try:
-                pairs.append(_pair_info(folder, name))
-            except CheckpointError as err:
-                problems.append(str(err))
+            pair, bad = _pair_info(folder, name)
+            if pair is not None:
+                pairs.append(pair)
+            problems += bad
     return pairs, problems
 
 
-def _pair_info(folder: Path, name: str) -> PairInfo:
-    paths, metas = {}, {}
+def _pair_info(folder: Path, name: str) -> tuple[PairInfo | None, list[str]]:
+    paths, metas, problems = {}, {}, []
     for kind, sfx in SUFFIXES.items():
         p = folder / f"{name}{sfx}"
-        if p.is_file():
-            paths[kind], metas[kind] = str(p), read_metadata(p)
+        if not p.is_file():
+            continue
+        try:
+            metas[kind] = read_metadata(p)
+        except CheckpointError as err:
+            problems.append(str(err))
+            continue
+        paths[kind] = str(p)
+    if not metas:
+        return None, problems
+    if problems:
+        shown = " and ".join(k.upper() for k in metas)
+        problems = [f"{msg} (pair {name}: its {shown} is shown alone)" for msg in problems]
     first = next(iter(metas.values()))
     cfg = first["model_config"]
     return PairInfo(name=name, folder=str(folder), paths=paths, preset=cfg.get("preset", ""),
                     dataset=first.get("dataset", {}).get("name", "?"), image_shape=tuple(cfg["image_shape"]),
                     latent_dim=int(cfg["latent_dim"]), metrics={k: m.get("metrics", {}) for k, m in metas.items()},
-                    epochs=int(first.get("epoch", 0)))
+                    epochs=int(first.get("epoch", 0)), source=str(first.get("dataset", {}).get("source", ""))), problems
 
 
 def folders_signature(folders: list[str | Path]) -> tuple:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import threading
 import time
@@ -32,14 +33,16 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .checkpoint import load_checkpoint
 from .data import BUILTIN_NAMES, EMBEDDED, ImageDataset, load_dataset
-from .errors import ConfigError, DatasetError
+from .errors import CheckpointError, ConfigError, DatasetError
+from .job_records import JobRecords
 from .latent import encode_split
 from .presets import PRESETS, get_preset
 from .projections import make_projection, procrustes_align
 from .train import Callback, Progress, Trainer, TrainConfig, make_pair
 
-STATES = ("queued", "running", "done", "stopped", "failed")
+STATES = ("queued", "running", "done", "stopped", "failed", "interrupted")  # interrupted: its process died
 ACTIVE_STATES = ("queued", "running")
 KINDS = ("ae", "vae")
 SNAPSHOT_IMAGES = 500  # test images drawn on every epoch's latent map
@@ -104,8 +107,9 @@ class JobSpec:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def train_config(self, num_threads: int = 0) -> TrainConfig:
+        # a checkpoint after every epoch: a crash loses at most the epoch under way
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
-                           num_threads=num_threads, precision=self.precision)
+                           num_threads=num_threads, precision=self.precision, checkpoint_every=1)
 
     def pair_name(self, dataset_name: str | None = None) -> str:
         """`<preset>-<data set>-<short key>`: readable in the model picker, unique per spec.
@@ -113,6 +117,44 @@ class JobSpec:
         data = dataset_name or (self.dataset if self.dataset in BUILTIN_NAMES else Path(self.dataset).stem)
         slug = re.sub(r"[^a-z0-9_.]+", "-", data.lower()).strip("-.")[:40] or "data"
         return f"{self.preset}-{slug}-{self.key()[:6]}"
+
+
+@dataclass(frozen=True)
+class HostedLimits:
+    """What a public server lets one visitor ask for. The registry checks every spec against
+    these whatever the page's widgets offered, since a modified client can send any value.
+
+    `data_roots`: the only folders a spec's data set may come from besides the built-in names
+    (the uploads folder); any other server path is refused without saying whether it exists."""
+
+    max_epochs: int = 20
+    max_train_images: int = 20_000
+    max_batch_size: int = 1024
+    max_latent_dim: int = 256  # the largest preset's default (tutorial-cifar-resnet18)
+    max_beta: float = 50.0
+    max_jobs_per_owner: int = 2  # queued + running jobs one session may have at once
+    data_roots: tuple = ()
+
+    def check(self, spec: JobSpec) -> None:
+        if spec.dataset not in BUILTIN_NAMES and not any(_is_under(spec.dataset, root) for root in self.data_roots):
+            raise ConfigError("that data set is not offered on this server: choose one of the listed data sets "
+                              "or upload your own")
+        caps = [("epochs", spec.epochs, self.max_epochs), ("batch_size", spec.batch_size, self.max_batch_size),
+                ("latent_dim", spec.latent_dim, self.max_latent_dim), ("beta", spec.beta, self.max_beta)]
+        for name, value, cap in caps:
+            if value > cap:
+                raise ConfigError(f"{name}={value:g} is over this server's limit of {cap:g}")
+        if spec.limit_train is None or spec.limit_train > self.max_train_images:
+            raise ConfigError(f"limit_train={spec.limit_train} is over this server's limit of "
+                              f"{self.max_train_images:,} training images")
+
+
+def _is_under(path: str, root) -> bool:
+    try:
+        Path(path).resolve().relative_to(Path(root).resolve())
+    except ValueError:
+        return False
+    return True
 
 
 def guess_image_shape(source: str) -> tuple[int, int, int] | None:
@@ -198,6 +240,8 @@ class JobView:
     submitted_at: float
     started_at: float | None
     finished_at: float | None
+    owner: str = ""  # the session that started it ("" when unknown, e.g. found on disk after a restart)
+    resumed_from: int = 0  # epochs that the checkpoints it continued from held (0: trained from scratch)
 
     @property
     def active(self) -> bool:
@@ -220,9 +264,12 @@ class TrainingJob:
 
     def __init__(self, spec: JobSpec, out_dir: str | Path, *, train_threads: int = 0,
                  load_data: Callable[[JobSpec], ImageDataset] | None = None,
-                 on_finish: Callable[["TrainingJob"], None] | None = None):
+                 on_finish: Callable[["TrainingJob"], None] | None = None,
+                 on_change: Callable[["TrainingJob"], None] | None = None, owner: str = ""):
         self.id = uuid.uuid4().hex[:12]
         self.spec = spec
+        self.owner = owner
+        self._on_change = on_change  # the registry's record on disk: at start, each epoch end and the end
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
         self._out_dir = Path(out_dir)
@@ -239,7 +286,35 @@ class TrainingJob:
         self._classes: tuple[str, ...] = ()
         self._notes: list[str] = []
         self._checkpoints: dict[str, str] = {}
+        self._resumed_from = 0
         self.submitted_at, self.started_at, self.finished_at = time.time(), None, None
+
+    @classmethod
+    def from_record(cls, record: dict, out_dir: Path) -> "TrainingJob":
+        """A job found on disk (a record of an earlier server process); it has no thread."""
+        job = cls(JobSpec(**{**record["spec"], "kinds": tuple(record["spec"]["kinds"])}), out_dir)
+        job.id = record.get("id", job.id)
+        state = record.get("state", "interrupted")
+        job._state = "interrupted" if state in ACTIVE_STATES else state
+        job._name, job._error = record.get("name", ""), record.get("error", "")
+        job._epochs_done = int(record.get("epochs_done", 0))
+        job._checkpoints = dict(record.get("checkpoints", {}))
+        job._classes = tuple(record.get("classes", ()))
+        job.submitted_at = record.get("submitted_at", job.submitted_at)
+        job.started_at, job.finished_at = record.get("started_at"), record.get("finished_at")
+        return job
+
+    def record(self) -> dict:
+        """What the registry writes to disk (plain JSON values)."""
+        with self._lock:
+            return {"id": self.id, "spec": asdict(self.spec), "state": self._state, "name": self._name,
+                    "epochs_done": self._epochs_done, "checkpoints": dict(self._checkpoints),
+                    "classes": list(self._classes), "error": self._error, "submitted_at": self.submitted_at,
+                    "started_at": self.started_at, "finished_at": self.finished_at, "pid": os.getpid()}
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change(self)
 
     # --- reading -----------------------------------------------------------------------
     @property
@@ -254,7 +329,8 @@ class TrainingJob:
                 curves=MappingProxyType({k: tuple(v) for k, v in self._curves.items()}),
                 snapshots=tuple(self._snapshots), classes=self._classes, notes=tuple(self._notes),
                 error=self._error, checkpoints=MappingProxyType(dict(self._checkpoints)),
-                submitted_at=self.submitted_at, started_at=self.started_at, finished_at=self.finished_at)
+                submitted_at=self.submitted_at, started_at=self.started_at, finished_at=self.finished_at,
+                owner=self.owner, resumed_from=self._resumed_from)
 
     # --- control -----------------------------------------------------------------------
     def start(self) -> None:
@@ -264,6 +340,7 @@ class TrainingJob:
                 return
             self._state, self.started_at = "running", time.time()
             self.thread = threading.Thread(target=self._run, name=f"train-{self.id}", daemon=True)
+        self._changed()
         self.thread.start()
 
     def stop(self) -> None:
@@ -271,8 +348,13 @@ class TrainingJob:
         the epochs completed so far; a queued job never starts."""
         self.stop_event.set()
         with self._lock:
-            if self._state == "queued":
+            was_queued = self._state == "queued"
+            if was_queued:
                 self._state, self.finished_at = "stopped", time.time()
+        if was_queued:
+            self._changed()
+            if self._on_finish is not None:
+                self._on_finish(self)
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the thread; True when it has ended (or never started)."""
@@ -312,18 +394,48 @@ class TrainingJob:
             raise ConfigError(f"preset {spec.preset!r} cannot be built for the {data.name} images "
                               f"{data.image_shape}: {err}") from err
         out = {k: self._out_dir / f"{self._name}-{k}.safetensors" for k in spec.kinds}
+        resume = self._saved_checkpoints(out)
         recorder = _Recorder(self, data.test.subset(SNAPSHOT_IMAGES, seed=spec.seed))
         trainer = Trainer(models, data, spec.train_config(self._train_threads), callbacks=[recorder],
-                          stop_event=self.stop_event, out=out)
-        recorder.snapshot(0, models, {})  # the untrained maps: where training starts from
+                          stop_event=self.stop_event, out=out, resume=resume)
+        with self._lock:
+            self._epochs_done = self._resumed_from = trainer.start_epoch
+        recorder.snapshot(trainer.start_epoch, models, {k: dict(v) for k, v in trainer.test.items()})
+        if trainer.start_epoch >= spec.epochs:  # every epoch is saved already (a stop during the last save)
+            self._finish("done", checkpoints={k: str(p) for k, p in out.items()})
+            return
         result = trainer.fit()
         self._finish("stopped" if result.stopped else "done",
                      checkpoints={k: str(p) for k, p in result.checkpoints.items()})
+
+    def _saved_checkpoints(self, out: dict[str, Path]) -> dict | None:
+        """The checkpoints an earlier run of this spec left (stopped, or killed with the server):
+        training continues from them rather than starting over and overwriting them."""
+        if not all(p.is_file() for p in out.values()):
+            return None
+        try:
+            saved = {k: load_checkpoint(p) for k, p in out.items()}
+        except (CheckpointError, OSError) as err:
+            self._note(f"The saved checkpoints of these settings could not be read ({type(err).__name__}), "
+                       "so training starts over from epoch 0.")
+            return None
+        positions = {(ck.epoch, ck.batches_done) for ck in saved.values()}
+        same = all(ck.train.get(f) == getattr(self.spec, f) for ck in saved.values() for f in ("seed", "batch_size", "lr"))
+        if len(positions) != 1 or not same:
+            self._note("The saved checkpoints of these settings do not match each other, so training starts over "
+                       "from epoch 0.")
+            return None
+        epoch, batches = positions.pop()
+        if epoch or batches:
+            self._note(f"Resumed from the saved checkpoint: {epoch} of {self.spec.epochs} epochs done"
+                       + (f" and {batches} batches of the next" if batches else "") + ".")
+        return saved
 
     def _finish(self, state: str, error: str = "", checkpoints: dict | None = None) -> None:
         with self._lock:
             self._state, self._error, self.finished_at = state, error, time.time()
             self._checkpoints.update(checkpoints or {})
+        self._changed()
 
     # called by _Recorder from the worker thread
     def _record_progress(self, progress: Progress, curve: bool) -> None:
@@ -339,6 +451,11 @@ class TrainingJob:
                 x = progress.step / max(1, progress.steps_per_epoch)
                 for kind, loss in progress.losses.items():
                     self._curves[kind].append(CurvePoint(progress.step, x, loss["recon"], loss["kl"], loss["total"]))
+
+    def _record_checkpoint(self, paths: dict) -> None:
+        with self._lock:
+            self._checkpoints.update({k: str(p) for k, p in paths.items()})
+        self._changed()  # the record on disk now names a checkpoint a restart can resume from
 
     def _record_snapshot(self, snapshot: LatentSnapshot) -> None:
         with self._lock:
@@ -371,6 +488,9 @@ class _Recorder(Callback):
 
     def on_train_end(self, progress: Progress) -> None:
         self.job._record_progress(progress, curve=False)
+
+    def on_checkpoint(self, epoch: int, paths: dict) -> None:
+        self.job._record_checkpoint(paths)
 
     def snapshot(self, epoch: int, models: dict, test: dict) -> None:
         try:
@@ -425,14 +545,23 @@ class JobRegistry:
     """Every training job of one server: one job per spec, at most `max_running` at once.
 
     submit() of a spec that is queued, running or done returns that job (one thread, however
-    many visitors ask); a failed or stopped spec starts afresh (and overwrites its checkpoint).
-    Jobs beyond `max_running` wait in a FIFO queue of at most `max_queued`. Checkpoints go to
-    out_dir/<pair name>-ae.safetensors and -vae.safetensors, where the model picker finds them.
-    Optional hosted limits (`max_epochs`, `max_train_images`) refuse larger specs.
+    many visitors ask); a stopped, failed or interrupted spec runs again and continues from its
+    saved checkpoint (every epoch is saved). Jobs beyond `max_running` wait in a FIFO queue of at
+    most `max_queued`. Checkpoints go to out_dir/<pair name>-ae.safetensors and -vae.safetensors,
+    where the model picker finds them.
+
+    The truth is on disk (vae.job_records, under out_dir/.jobs): a record per configuration,
+    rewritten atomically at each change, and a lock file that the process with the active job
+    holds, so two app processes on one state folder never train the same configuration twice,
+    and a restarted server lists the jobs its predecessor was running as "interrupted".
+
+    `limits` (a public server): every spec is checked against HostedLimits, a session may have
+    only `max_jobs_per_owner` active jobs, and may stop only the jobs it started.
     """
 
     def __init__(self, out_dir: str | Path, max_running: int = 1, train_threads: int = 0, *,
                  max_queued: int = 8, max_epochs: int | None = None, max_train_images: int | None = None,
+                 limits: HostedLimits | None = None,
                  load_data: Callable[[JobSpec], ImageDataset] | None = None):
         if not (isinstance(max_running, int) and max_running >= 1):
             raise ConfigError(f"max_running={max_running!r} is invalid: expected an integer >= 1")
@@ -442,37 +571,104 @@ class JobRegistry:
             raise ConfigError(f"train_threads={train_threads!r} is invalid: expected an integer from 0 to 256 "
                               "(0: torch's default)")
         self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         self.max_running, self.max_queued, self.train_threads = max_running, max_queued, train_threads
         self.max_epochs, self.max_train_images = max_epochs, max_train_images
+        self.limits = limits
         self._load_data = load_data or self._load_cached
         self._data_cache: dict[str, ImageDataset] = {}  # built-in data sets, loaded once per registry
         self._lock = threading.RLock()
         self._jobs: dict[str, TrainingJob] = {}
         self._by_key: dict[str, TrainingJob] = {}
+        self._aliases: dict[str, str] = {}  # id of a job run again -> id of the job that continues it
+        self._config_locks: dict[str, object] = {}  # key -> ConfigLock held while its job is active
         self._queue: deque[TrainingJob] = deque()
         self._running: set[str] = set()
         self._idle_threads = torch.get_num_threads()
+        self.records = JobRecords(self.out_dir / ".jobs")
+        self._load_records()
 
-    def submit(self, spec: JobSpec) -> tuple[TrainingJob, bool]:
-        """(job, created): the existing job of this spec unless it failed or was stopped."""
+    @property
+    def hosted(self) -> bool:
+        return self.limits is not None
+
+    def _load_records(self) -> None:
+        """Jobs of earlier server processes: the finished ones as they ended, the ones that were
+        running when their process died as "interrupted" (resumable from their last epoch); then
+        the temporary files their crash left behind are deleted."""
+        busy_names, known_names = set(), set()
+        for record in self.records.read_all():
+            try:
+                job = TrainingJob.from_record(record, self.out_dir)
+            except (ConfigError, KeyError, TypeError):
+                continue  # a record of an older format, or a preset that no longer exists
+            known_names.add(job.view().name)
+            if self.records.busy(record["key"]):
+                busy_names.add(job.view().name)  # another live process is training it now
+                continue
+            self._wire(job)
+            self._jobs[job.id] = job
+            self._by_key[record["key"]] = job
+            if record.get("state") in ACTIVE_STATES:
+                self._persist(job)  # the record now says interrupted
+        self.records.clean_stale_tmp(self.out_dir, busy_names, known_names)
+
+    def _wire(self, job: TrainingJob) -> None:
+        job._train_threads, job._load_data = self.train_threads, self._load_data
+        job._on_finish, job._on_change = self._job_finished, self._persist
+
+    def _persist(self, job: TrainingJob) -> None:
+        self.records.write(job.spec.key(), job.record())
+
+    def submit(self, spec: JobSpec, owner: str = "") -> tuple[TrainingJob, bool]:
+        """(job, created): the existing job of this spec while it is queued, running or done;
+        otherwise a new job, which continues from the checkpoint a stopped or interrupted run of
+        the same spec saved. `owner`: the session asking (hosted limits count per owner)."""
         self._check_limits(spec)
+        key = spec.key()
         with self._lock:
-            existing = self._by_key.get(spec.key())
+            existing = self._by_key.get(key)
             if existing is not None and existing.state in ("queued", "running", "done"):
                 return existing, False
+            if self.hosted and owner:
+                mine = [j for j in self._jobs.values() if j.owner == owner and j.state in ACTIVE_STATES]
+                if len(mine) >= self.limits.max_jobs_per_owner:
+                    raise ConfigError(f"you already have {len(mine)} training job(s) queued or running on this "
+                                      "shared server: wait for one to finish, or stop one")
             waiting = [j for j in self._queue if j.state == "queued"]
             if len(self._running) >= self.max_running and len(waiting) >= self.max_queued:
                 raise ConfigError(f"the training queue is full ({len(self._running)} running, {len(waiting)} "
                                   f"waiting): try again when a job has finished, or stop one")
-            job = TrainingJob(spec, self.out_dir, train_threads=self.train_threads, load_data=self._load_data,
-                              on_finish=self._job_finished)
+            lock = self.records.lock(key)
+            if not lock.acquire():
+                raise ConfigError("these settings are being trained by another server process on this state folder: "
+                                  "their pair appears in the model picker when it is done")
+            job = TrainingJob(spec, self.out_dir, owner=owner)
+            self._wire(job)
+            self._config_locks[key] = lock
+            if existing is not None:  # the earlier run's row and id now lead to this one
+                self._jobs.pop(existing.id, None)
+                self._aliases[existing.id] = job.id
+                for old, new in self._aliases.items():
+                    if new == existing.id:
+                        self._aliases[old] = job.id
             self._jobs[job.id] = job
-            self._by_key[spec.key()] = job
+            self._by_key[key] = job
             self._queue.append(job)
+            self._persist(job)
             self._start_waiting()
         return job, True
 
+    def resume(self, job_id: str, owner: str = "") -> TrainingJob:
+        """Run an interrupted or stopped job's spec again, from its saved checkpoint."""
+        job = self.get(job_id)
+        if job is None:
+            raise ConfigError("no such training job on this server")
+        return self.submit(job.spec, owner=owner)[0]
+
     def _check_limits(self, spec: JobSpec) -> None:
+        if self.limits is not None:
+            self.limits.check(spec)
         if self.max_epochs is not None and spec.epochs > self.max_epochs:
             raise ConfigError(f"epochs={spec.epochs} is over this server's limit of {self.max_epochs}")
         if self.max_train_images is not None and (spec.limit_train is None or spec.limit_train > self.max_train_images):
@@ -481,7 +677,7 @@ class JobRegistry:
 
     def get(self, job_id: str) -> TrainingJob | None:
         with self._lock:
-            return self._jobs.get(job_id)
+            return self._jobs.get(self._aliases.get(job_id, job_id))
 
     def find(self, spec: JobSpec) -> TrainingJob | None:
         """The latest job of this spec, whatever its state."""
@@ -499,10 +695,20 @@ class JobRegistry:
             waiting = [j.id for j in self._queue if j.state == "queued"]
         return waiting.index(job_id) + 1 if job_id in waiting else None
 
-    def stop(self, job_id: str) -> bool:
+    def may_stop(self, job_id: str, owner: str = "") -> bool:
+        """Locally anyone may stop any job (a teacher keeps full control); on a hosted server
+        only the session that started it."""
+        job = self.get(job_id)
+        return job is not None and (not self.hosted or (bool(owner) and job.owner == owner))
+
+    def stop(self, job_id: str, owner: str = "") -> bool:
+        """Stop a job; False when there is no such job. Raises ConfigError when this session may
+        not stop it (hosted: another visitor's job)."""
         job = self.get(job_id)
         if job is None:
             return False
+        if not self.may_stop(job_id, owner):
+            raise ConfigError("only the visitor who started a training job can stop it on this shared server")
         job.stop()
         return True
 
@@ -540,12 +746,17 @@ class JobRegistry:
     def _job_finished(self, job: TrainingJob) -> None:
         with self._lock:
             self._running.discard(job.id)
+            lock = self._config_locks.pop(job.spec.key(), None)
+            if lock is not None and self._by_key.get(job.spec.key()) is job:
+                lock.release()
+            elif lock is not None:
+                self._config_locks[job.spec.key()] = lock
             if not self._running and self.train_threads:
                 torch.set_num_threads(self._idle_threads)  # new threads inherit this (module doc)
             self._start_waiting()
 
 
 __all__ = [
-    "ACTIVE_STATES", "CurvePoint", "JobRegistry", "JobSpec", "JobView", "LatentSnapshot", "STATES",
+    "ACTIVE_STATES", "CurvePoint", "HostedLimits", "JobRegistry", "JobSpec", "JobView", "LatentSnapshot", "STATES",
     "TrainingJob", "compatible_presets", "guess_image_shape",
 ]

@@ -110,6 +110,9 @@ class Callback:
 
     def on_train_end(self, progress: Progress) -> None: ...
 
+    def on_checkpoint(self, epoch: int, paths: dict[str, Path]) -> None:
+        """After the checkpoints of `epoch` epochs (plus a stopped epoch's batches) are on disk."""
+
 
 @dataclass
 class TrainResult:
@@ -357,7 +360,9 @@ class Trainer:
                             extra={"stopped": stopped, "wall_s": round(self._clock.elapsed(), 1),
                                    "device": str(self.device)} | extra)
             saved[name] = save_checkpoint(ck, self.out[name])
-        self.dist.barrier()
+        self.dist.barrier()  # every process past the save before anyone reports it
+        for cb in self.callbacks:
+            cb.on_checkpoint(epoch, dict(saved))
         return saved
 
     def _distribute(self) -> None:

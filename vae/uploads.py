@@ -26,6 +26,7 @@ import re
 import shutil
 import stat
 import tempfile
+import time
 import unicodedata
 import zipfile
 from dataclasses import asdict, dataclass
@@ -81,32 +82,82 @@ class StoredUpload:
 def store_upload(name: str, data: bytes, folder: str | Path, limits: UploadLimits = UploadLimits()) -> StoredUpload:
     """Check an uploaded .npz or .zip and store it in `folder` (see the module doc).
 
-    The same content uploaded twice (by anyone) is stored once: the name holds its sha256."""
+    Content-addressed: `<folder>/<sha256 of the bytes>/<name as uploaded>`, so the same bytes
+    uploaded twice (under any name, by anyone) are stored once, under the first name."""
     suffix = Path(name).suffix.lower()
     if suffix not in (".npz", ".zip"):
         raise DatasetError(f"{name}: expected a .npz file or a .zip of an image folder, not {suffix or 'no extension'}")
     check_size(name, data, limits)
     folder = Path(folder)
-    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(name).stem).strip("-")[:40] or "upload"
-    target = folder / f"{stem}-{hashlib.sha256(data).hexdigest()[:12]}{'.npz' if suffix == '.npz' else ''}"
-    summary = target.parent / f"{target.name}.json"
-    stored = _read_summary(target, summary) if target.exists() else None
+    home = folder / upload_digest(data)
+    stored = _read_summary(home)
     if stored is not None:
+        os.utime(home)  # recently used: the last to be pruned
         return stored
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(name).stem).strip("-")[:40] or "upload"
+    filename = f"{stem}.npz" if suffix == ".npz" else stem
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".upload-", dir=folder) as tmp:
-        staged = Path(tmp) / target.name
-        loaded = _stage(name, data, staged, suffix == ".npz", limits)
-        stored = StoredUpload(target, "npz" if suffix == ".npz" else "folder", tuple(loaded.image_shape),
+        staged_home = Path(tmp) / home.name
+        staged_home.mkdir()
+        loaded = _stage(name, data, staged_home / filename, suffix == ".npz", limits)
+        stored = StoredUpload(home / filename, "npz" if suffix == ".npz" else "folder", tuple(loaded.image_shape),
                               len(loaded.train), len(loaded.test), tuple(loaded.classes))
         del loaded
+        (staged_home / SUMMARY).write_text(json.dumps({**asdict(stored), "path": filename}))
+        if home.exists():  # a half-stored upload of an earlier crash (no summary): replaced
+            shutil.rmtree(home, ignore_errors=True)
         try:
-            os.replace(staged, target)  # atomic: a visitor uploading the same file at once sees one or the other
+            os.replace(staged_home, home)  # atomic: a visitor uploading the same file at once sees one or the other
         except OSError:
-            if not target.exists():
+            stored = _read_summary(home)
+            if stored is None:
                 raise
-        summary.write_text(json.dumps({**asdict(stored), "path": str(target)}))
     return stored
+
+
+SUMMARY = "upload.json"
+
+
+def upload_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:24]
+
+
+def upload_of(path: str | Path, folder: str | Path) -> str | None:
+    """The digest of the stored upload that `path` (a job's data source) lies in, or None when it
+    is not inside `folder`."""
+    try:
+        parts = Path(path).resolve().relative_to(Path(folder).resolve()).parts
+    except ValueError:
+        return None
+    return parts[0] if parts else None
+
+
+def prune_uploads(folder: str | Path, max_age_s: float, max_total_bytes: int, in_use: set[str] = frozenset(),
+                  now: float | None = None) -> list[str]:
+    """Delete stored uploads unused for longer than `max_age_s`, then the least recently used
+    until all of them fit in `max_total_bytes`; never one in `in_use` (digests a job trains on).
+    Returns the digests deleted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    now = time.time() if now is None else now
+    homes = []
+    for home in folder.iterdir():
+        if home.name.startswith(".") or not home.is_dir():
+            continue
+        size = sum(f.stat().st_size for f in home.rglob("*") if f.is_file())
+        homes.append((home.stat().st_mtime, size, home))
+    homes.sort()  # least recently used first
+    total, removed = sum(h[1] for h in homes), []
+    for mtime, size, home in homes:
+        if home.name in in_use:
+            continue
+        if now - mtime > max_age_s or total > max_total_bytes:
+            shutil.rmtree(home, ignore_errors=True)
+            total -= size
+            removed.append(home.name)
+    return removed
 
 
 def _stage(name: str, data: bytes, staged: Path, is_npz: bool, limits: UploadLimits):
@@ -383,22 +434,22 @@ def _extract(data: bytes, members: list[_Member], root: Path) -> None:
             out.write_bytes(_read_member(z, m.info, "the upload"))
 
 
-def _read_summary(target: Path, summary: Path) -> StoredUpload | None:
-    """The stored upload, or None when its summary is missing or unreadable (then it is stored again)."""
+def _read_summary(home: Path) -> StoredUpload | None:
+    """The stored upload, or None when it or its summary is missing or unreadable (then it is stored again)."""
     try:
-        d = json.loads(summary.read_text())
-        return StoredUpload(target, d["kind"], tuple(d["image_shape"]), int(d["train_size"]), int(d["test_size"]),
+        d = json.loads((home / SUMMARY).read_text())
+        path = home / d["path"]
+        if not path.exists():
+            return None
+        return StoredUpload(path, d["kind"], tuple(d["image_shape"]), int(d["train_size"]), int(d["test_size"]),
                             tuple(d["classes"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
 def remove_upload(path: str | Path) -> None:
-    """Delete a stored upload and its summary (a file or a folder)."""
-    path = Path(path)
-    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-    (path.parent / f"{path.name}.json").unlink(missing_ok=True)
-
+    """Delete a stored upload (the folder of its digest)."""
+    shutil.rmtree(Path(path).parent, ignore_errors=True)
 
 __all__ = ["StoredUpload", "UploadLimits", "check_archive", "check_image_zip", "check_npz", "check_size",
-           "remove_upload", "store_upload"]
+           "prune_uploads", "remove_upload", "store_upload", "upload_of"]

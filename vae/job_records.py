@@ -1,0 +1,124 @@
+"""The training-job registry's truth on disk: one small JSON record per job configuration, and a
+lock file that the process training (or queueing) that configuration holds.
+
+Several app processes may share one state folder (a restarted server, two workers behind a proxy):
+the record says what happened to a configuration, the lock says whether some live process is on it
+now. `fcntl.flock` locks belong to an open file and vanish with the process that held them, so a
+`kill -9` leaves no stale lock: a record that reads "running" with a free lock is a job whose
+process died, that is, an interrupted job whose last per-epoch checkpoint can be resumed.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+TMP_MAX_AGE_S = 600  # a temporary file nobody's lock explains is stale after this long
+
+
+def write_json_atomic(path: Path, record: dict) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over the old record: a
+    reader (or a crash) sees the old record or the new one, never half of one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class ConfigLock:
+    """An exclusive, non-blocking lock on one configuration, held until `release()` (or the
+    process ends, however it ends)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+
+class JobRecords:
+    """`<folder>/<spec key>.json` and `<folder>/<spec key>.lock` for every configuration."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def lock(self, key: str) -> ConfigLock:
+        return ConfigLock(self.folder / f"{key}.lock")
+
+    def busy(self, key: str) -> bool:
+        """Is some live process (this one included, through another lock object) on this key?"""
+        probe = self.lock(key)
+        if probe.acquire():
+            probe.release()
+            return False
+        return True
+
+    def write(self, key: str, record: dict) -> None:
+        write_json_atomic(self.folder / f"{key}.json", {**record, "key": key, "written_at": time.time()})
+
+    def read_all(self) -> list[dict]:
+        """Every readable record, oldest first; an unreadable one is skipped (it is rewritten by
+        the next job of its configuration)."""
+        records = []
+        for path in sorted(self.folder.glob("*.json")):
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict) and record.get("key") == path.stem:
+                records.append(record)
+        return sorted(records, key=lambda r: r.get("submitted_at", 0))
+
+    def clean_stale_tmp(self, checkpoint_folder: Path, busy_names: set[str], known_names: set[str]) -> list[Path]:
+        """Delete the temporary files a crash left behind (a save killed half-way): in the
+        checkpoint folder those of pairs that have a record and no live process (`busy_names`),
+        and any other one older than TMP_MAX_AGE_S; in the records folder those over a minute
+        old. Returns what it deleted."""
+        removed, now = [], time.time()
+        for folder in (self.folder, Path(checkpoint_folder)):
+            if not folder.is_dir():
+                continue
+            for tmp in folder.glob(".*.tmp"):
+                pair = tmp.name[1:].split(".safetensors.")[0].rsplit("-", 1)[0]  # .<pair>-<kind>.safetensors.X.tmp
+                try:
+                    age = now - tmp.stat().st_mtime
+                    if folder == self.folder:
+                        stale = age > 60
+                    else:
+                        stale = pair not in busy_names and (pair in known_names or age > TMP_MAX_AGE_S)
+                    if stale:
+                        tmp.unlink()
+                        removed.append(tmp)
+                except OSError:
+                    continue
+        return removed
+
+__all__ = ["ConfigLock", "JobRecords", "write_json_atomic"]
