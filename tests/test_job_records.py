@@ -14,7 +14,7 @@ import pytest
 
 from vae import ConfigError, load_checkpoint
 from vae.data import EMBEDDED
-from vae.jobs import HostedLimits, JobRegistry, JobSpec
+from vae.jobs import HostedLimits, JobRegistry
 
 from test_jobs import gated_loader, tiny_spec, wait_for
 
