@@ -15,6 +15,7 @@ import urllib.parse
 
 import numpy as np
 import pytest
+from playwright.sync_api import expect
 
 from conftest import free_port, serving, space_environment
 
@@ -84,7 +85,7 @@ def test_a_framed_upload_works_in_the_spaces_configuration(page, space_url, embe
     response, frame = upload_through_the_frame(page, embedding_site, space_url, tiny_npz)
     assert response.status == 204, response.text()
     frame.get_by_text(CHECKED).wait_for(timeout=60_000)  # the page checked the file and offers it
-    assert frame.get_by_role("button", name="Start training").is_enabled()
+    expect(frame.get_by_role("button", name="Start training")).to_be_enabled(timeout=30_000)
 
 
 def test_a_framed_upload_is_refused_by_xsrf_in_the_local_configuration(page, app_url, embedding_site, tiny_npz):
@@ -92,6 +93,5 @@ def test_a_framed_upload_is_refused_by_xsrf_in_the_local_configuration(page, app
     assert response.status == 403 and "XSRF" in response.text(), (response.status, response.text())
     failed = frame.locator('[data-testid="stFileChip"][aria-invalid="true"]').filter(has_text=tiny_npz.name)
     failed.get_by_role("alert").filter(has_text="status code 403").wait_for(timeout=30_000)  # the uploader says so
-    print("ERRTEXT", frame.locator('[data-testid="stFileUploaderFileErrorMessage"]').all_inner_texts())
     assert frame.get_by_text(CHECKED).count() == 0
     assert frame.get_by_role("button", name="Start training").is_disabled()
