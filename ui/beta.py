@@ -78,18 +78,25 @@ def panels(family: sweep.Family) -> list[Panel]:
 
 
 def rate_distortion(panels: list[Panel], current: float) -> go.Figure:
-    """Reconstruction nats against KL nats, one point per β, the current one ringed."""
-    kl = [p.member.figures.get("kl", 0.0) for p in panels]
-    recon = [p.member.figures.get("recon") for p in panels]
-    betas = [p.member.beta for p in panels]
+    """Reconstruction nats against KL nats, one point per β > 0, the current one ringed. The AE
+    (β = 0) is left off: its code is a point, not a distribution, so it has no KL rate to plot."""
+    shown = [p for p in panels if p.member.beta > 0]
+    kl = [p.member.figures.get("kl", 0.0) for p in shown]
+    recon = [p.member.figures.get("recon") for p in shown]
+    betas = [p.member.beta for p in shown]
     fig = go.Figure(go.Scatter(x=kl, y=recon, mode="lines+markers+text", text=[f"β={b:g}" for b in betas],
                                textposition="top right", marker=dict(size=9, color="#4c6ef5"),
                                line=dict(color="#adb5bd"), hovertemplate="KL %{x:.1f} nats<br>recon %{y:.1f}"))
-    i = betas.index(current)
-    fig.add_trace(go.Scatter(x=[kl[i]], y=[recon[i]], mode="markers", hoverinfo="skip",
-                             marker=dict(size=20, color="rgba(0,0,0,0)", line=dict(color="#e03131", width=3))))
+    if current in betas:
+        i = betas.index(current)
+        fig.add_trace(go.Scatter(x=[kl[i]], y=[recon[i]], mode="markers", hoverinfo="skip",
+                                 marker=dict(size=20, color="rgba(0,0,0,0)", line=dict(color="#e03131", width=3))))
+    ae = [p.member.figures.get("recon") for p in panels if p.member.beta == 0]
+    if ae:
+        fig.add_hline(y=ae[0], line_dash="dot", line_color="#f08c00",
+                      annotation_text=f"AE (β = 0): {ae[0]:.0f} nats, no KL rate", annotation_position="bottom right")
     fig.update_layout(height=330, showlegend=False, margin=dict(l=10, r=10, t=30, b=10),
-                      title=dict(text="Rate–distortion: each β is one point", font=dict(size=14)),
+                      title=dict(text="Rate–distortion: each β > 0 is one point", font=dict(size=14)),
                       xaxis_title="rate: KL(q(z|x) ‖ p(z)), nats", yaxis_title="distortion: recon NLL, nats")
     return fig
 

@@ -159,7 +159,7 @@ def _beta_steps(panels, errors) -> list[Step]:
                           r"\mathrm{KL}(q(z|x)\,\|\,p(z))")]
     recon = [p.member.figures.get("recon") for p in panels]
     steps.append(Step("7. What the VAE gives up",
-                      f"Each β is one point: more KL (a more informative code) buys less reconstruction error. From "
+                      f"Each β > 0 is one point: more KL (a more informative code) buys less reconstruction error. From "
                       f"β = {panels[0].member.beta:g} to β = {panels[-1].member.beta:g} the error goes from "
                       f"**{recon[0]:.0f}** to **{recon[-1]:.0f}** nats: the price of a usable code space is blur.",
                       chart=rate_distortion(panels, panels[len(panels) // 2].member.beta),
