@@ -12,7 +12,7 @@ import streamlit as st
 
 from vae import sweep
 from vae.errors import ConfigError
-from vae.evaluate import dataset_key
+from vae.evaluate import dataset_key, judge_files
 from vae.latent import image_grid
 
 from . import maps, state
@@ -40,14 +40,8 @@ def _judges(family: sweep.Family) -> dict:
         key = dataset_key(family.dataset, family.image_shape)
     except ConfigError:
         return {}
-    folder = Path(state.settings().shipped_dir)
-    paths = [folder / f"classifier-{key}.safetensors", folder / f"classifier-{key}-mlp.safetensors"]
-    found = {}
-    for p in paths:
-        if p.is_file():
-            judge = load_judge(str(p), p.stat().st_mtime_ns)
-            found[judge.name.split(" (")[0]] = judge
-    return found
+    loaded = [load_judge(str(p), p.stat().st_mtime_ns) for p in judge_files(key, [state.settings().shipped_dir])]
+    return {judge.name.split(" (")[0]: judge for judge in loaded}
 
 
 @st.cache_resource(show_spinner="Measuring and drawing every member of the sweep (once per server)…",

@@ -17,7 +17,8 @@ from PIL import Image, ImageDraw
 
 from vae import lesson as L
 from vae.classifier import Classifier
-from vae.evaluate import dataset_key
+from vae.errors import ConfigError
+from vae.evaluate import dataset_key, judge_files
 
 from . import state
 from .scores import load_judge
@@ -31,7 +32,7 @@ def noun(pair, plural: bool = False) -> str:
     """What the pair's images are: "digit", "piece of clothing", "object" (a CIFAR-10 picture)."""
     try:
         word = NOUNS.get(dataset_key(str(pair.dataset), pair.image_shape), "image")
-    except Exception:  # an unknown data set: say nothing more specific than "image"
+    except ConfigError:  # an unknown data set: say nothing more specific than "image"
         word = "image"
     if not plural:
         return word
@@ -42,14 +43,9 @@ def judge_paths(pair) -> list[Path]:
     """Every judge of the pair's data set: the primary CNN first, then independent ones (-mlp)."""
     try:
         key = dataset_key(str(pair.dataset), pair.image_shape)
-    except Exception:
+    except ConfigError:
         return []
-    for folder in dict.fromkeys([Path(state.settings().shipped_dir), Path(pair.folder)]):
-        first = folder / f"classifier-{key}.safetensors"
-        if first.is_file():
-            return [first, *sorted(p for p in folder.glob(f"classifier-{key}-*.safetensors")
-                                   if p.stem.endswith(tuple(f"-{s}" for s in ("mlp",))))]
-    return []
+    return judge_files(key, [state.settings().shipped_dir, pair.folder])
 
 
 def judges(pair) -> dict[str, Classifier]:

@@ -24,7 +24,7 @@ import torch
 from vae import metrics
 from vae.classifier import Classifier, load_classifier
 from vae.data import ImageDataset
-from vae.evaluate import dataset_key, evaluate_checkpoint
+from vae.evaluate import dataset_key, evaluate_checkpoint, judge_files
 from vae.latent import image_grid, interpolate, sample_box, sample_prior
 
 from .style import MODEL_LABELS
@@ -172,11 +172,7 @@ def find_judge(pair) -> Path | None:
         key = dataset_key(str(pair.dataset), pair.image_shape)
     except ValueError:
         return None
-    for folder in dict.fromkeys([Path(state.settings().shipped_dir), Path(pair.folder)]):
-        path = folder / f"classifier-{key}.safetensors"
-        if path.is_file():
-            return path
-    return None
+    return next(iter(judge_files(key, [state.settings().shipped_dir, pair.folder])), None)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

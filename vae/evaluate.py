@@ -76,14 +76,21 @@ def find_classifiers(ckpt: Checkpoint, dirs=CLASSIFIER_DIRS) -> list[Path]:
     first, then the independent ones, classifier-<dataset>-<family>.safetensors (e.g. -mlp)."""
     key = dataset_key(str(ckpt.dataset.get("name", "")), ckpt.config.image_shape)
     folders = list(dirs) + ([ckpt.path.parent] if ckpt.path else [])
-    for folder in folders:
-        path = Path(folder) / f"classifier-{key}.safetensors"
+    found = judge_files(key, folders)
+    if not found:
+        raise CheckpointError(f"no classifier-{key}.safetensors in {', '.join(map(str, folders))}: train one with "
+                              f"`python -m vae.classifier --data ... --out checkpoints/classifier-{key}.safetensors`")
+    return found
+
+
+def judge_files(key: str, folders) -> list[Path]:
+    """The judges of data set `key` in the first folder that has its primary one; [] if none does."""
+    for folder in dict.fromkeys(Path(f) for f in folders):
+        path = folder / f"classifier-{key}.safetensors"
         if path.is_file():
-            others = sorted(p for p in Path(folder).glob(f"classifier-{key}-*.safetensors")
-                            if p.stem.removeprefix(f"classifier-{key}-") in ARCH_SUFFIXES)
-            return [path, *others]
-    raise CheckpointError(f"no classifier-{key}.safetensors in {', '.join(map(str, folders))}: train one with "
-                          f"`python -m vae.classifier --data ... --out checkpoints/classifier-{key}.safetensors`")
+            return [path, *sorted(folder / f"classifier-{key}-{s}.safetensors" for s in ARCH_SUFFIXES
+                                  if (folder / f"classifier-{key}-{s}.safetensors").is_file())]
+    return []
 
 
 ARCH_SUFFIXES = ("mlp",)  # classifier-mnist-mlp: the second judge; "fashion" never matches as a suffix
