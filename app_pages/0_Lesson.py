@@ -26,7 +26,7 @@ except LatentExplorerError as err:
     st.stop()
 
 family = next((f for f in B.families() if f.latent_dim == pair.latent_dim and f.dataset == pair.dataset), None)
-steps = lesson_steps.build_steps(pair, models, data, B.panels(family) if family else None)
+steps = lesson_steps.steps_for(pair, models, data, family)
 
 def _wide(image) -> bool:
     w, h = image.size if hasattr(image, "size") and not hasattr(image, "shape") else image.shape[1::-1]

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import streamlit as st
-import torch
 
 from vae.data import ImageDataset
 from vae.errors import LatentExplorerError
-from vae.lesson import memorisation, reconstruction_nll
+from vae.lesson import memorisation, rebuild
 
 from . import lesson, state
 from . import scores as sc
@@ -36,11 +35,7 @@ def _rows(versions: tuple, split: str, indices: tuple, _models: dict, _data: Ima
     images = getattr(_data, split).images[list(indices)]
     out = {"input": sc.as_display(images.float() / 255.0)}
     for kind, model in _models.items():
-        with torch.no_grad():
-            x = model.preprocess(images)
-            q = model.encode(x)
-            out[kind] = (sc.as_display(model.to_image(model.decode(q.mode()))),
-                         reconstruction_nll(model, images).double().numpy())
+        out[kind] = rebuild(model, images)
     return out
 
 

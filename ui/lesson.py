@@ -20,18 +20,17 @@ from vae.classifier import Classifier
 from vae.errors import ConfigError
 from vae.evaluate import dataset_key, judge_files
 
-from . import state
+from . import maps, state
 from .scores import load_judge
 from .style import MODEL_COLORS, MODEL_LABELS
 
-NOUNS = {"mnist": "digit", "fashion-mnist": "piece of clothing", "cifar10": "object"}
 UNSURE_RGB = (222, 222, 222)  # cells no class is named for with RECOGNISED confidence
 
 
 def noun(pair, plural: bool = False) -> str:
     """What the pair's images are: "digit", "piece of clothing", "object" (a CIFAR-10 picture)."""
     try:
-        word = NOUNS.get(dataset_key(str(pair.dataset), pair.image_shape), "image")
+        word = maps.HOLE_NOUNS.get(dataset_key(str(pair.dataset), pair.image_shape), "image")
     except ConfigError:  # an unknown data set: say nothing more specific than "image"
         word = "image"
     if not plural:
@@ -98,9 +97,7 @@ def figures_line(lesson: dict, key: str, fmt: str = ".0%") -> str:
 
 # --- the territory map: who owns the map ---------------------------------------------------------
 def class_rgb(label: int) -> tuple[int, int, int]:
-    from .maps import CLASS_COLORS, _rgb
-
-    return _rgb(CLASS_COLORS[int(label) % len(CLASS_COLORS)])
+    return maps._rgb(maps.CLASS_COLORS[int(label) % len(maps.CLASS_COLORS)])
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import plotly.graph_objects as go
+import streamlit as st
 from PIL import Image
 
 from vae import lesson as L
@@ -32,6 +33,23 @@ class Step:
     chart: go.Figure | None = None
     formula: str = ""  # LaTeX, for the expander
     question: tuple = ()  # (prompt, options, index of the true answer) for a predict-then-reveal step
+
+
+def steps_for(pair, models: dict, data, family=None) -> list[Step]:
+    """build_steps once per pair, checkpoint versions and sweep: a page rerun (Next, Previous, a
+    prediction) only shows one step and should not redraw all seven."""
+    from pathlib import Path
+
+    from .beta import panels
+
+    files = [str(c.path) for c in models.values()] + ([p for _, p in family.members] if family else [])
+    key = (pair.name, tuple((f, Path(f).stat().st_mtime_ns) for f in files))
+    return _steps(key, pair, models, data, family and panels(family))
+
+
+@st.cache_resource(show_spinner="Preparing the lesson's figures…", max_entries=8)
+def _steps(key: tuple, _pair, _models: dict, _data, _panels) -> list[Step]:
+    return build_steps(_pair, _models, _data, _panels)
 
 
 def _picture(images: np.ndarray, nrow: int, size: int) -> Image.Image:

@@ -26,6 +26,7 @@ from vae.classifier import Classifier, load_classifier
 from vae.data import ImageDataset
 from vae.evaluate import dataset_key, evaluate_checkpoint, judge_files
 from vae.latent import image_grid, interpolate, sample_box, sample_prior
+from vae.lesson import rebuild
 
 from .style import MODEL_LABELS
 from . import state
@@ -105,12 +106,7 @@ def reconstructions(path: str, mtime_ns: int, indices: tuple[int, ...], data_id:
                     _data: ImageDataset) -> tuple[np.ndarray, np.ndarray]:
     """Images [M, H, W, C] decoded from each test image's code (the posterior mean) and their
     reconstruction NLL -log p(x|z) in nats [M], the model's own training loss term."""
-    model = _model(path, mtime_ns)
-    with torch.no_grad():
-        x = model.preprocess(_data.test.images[list(indices)])
-        output = model.decode(model.encode(x).mode())
-        nll = model.reconstruction_nll(output, x)
-        return as_display(model.to_image(output)), nll.double().numpy()
+    return rebuild(_model(path, mtime_ns), _data.test.images[list(indices)])
 
 
 def test_images(data: ImageDataset, indices) -> np.ndarray:

@@ -99,9 +99,9 @@ class LatentMap:
         shadow on the plane is N(centre, I_2)). On an aligned map only the reference (the VAE)
         keeps its own units; unaligned, every model's map does. None for non-linear maps."""
         kind = kind or self.reference
-        if self.method not in ("identity", "pca") or (self.aligned and kind != "vae") or kind not in self.projections:
+        if (self.aligned and kind != "vae") or kind not in self.projections:
             return None
-        return np.asarray(self.projections[kind].transform(np.zeros((1, self.latent_dim), np.float32)))[0]
+        return _prior_center(self.method, self.projections[kind], self.latent_dim)
 
     @property
     def transform_is_exact(self) -> bool:
@@ -166,8 +166,9 @@ def build_latent_map(models: dict[str, Autoencoder], split: ImageSplit, classes,
         else:
             points[kind], alignments[kind] = align_same_size(proj.embedding_, target)
     ref = projections[reference]
-    centers = [_prior_center(method, reference, ref, codes[reference].latent_dim)] if aligned else \
-        [_prior_center(method, "vae", p, codes[k].latent_dim) for k, p in projections.items()]
+    # the prior shows on the VAE's map, and unaligned on every model's (each keeps its own units)
+    shown = [k for k in projections if not aligned or k == reference == "vae"]
+    centers = [_prior_center(method, projections[k], codes[k].latent_dim) for k in shown]
     xlim, ylim = map_limits(list(points.values()), prior_centers=[c for c in centers if c is not None])
     return LatentMap(
         key=map_key(model_ids, data_key, len(idx), method, seed, aligned), method=method, label=ref.label, aligned=aligned,
@@ -224,8 +225,9 @@ def map_limits(point_sets: list[np.ndarray], prior_centers=(), prior_radius: flo
     return square_limits(*padded_limits(np.stack(box), margin))
 
 
-def _prior_center(method: str, reference: str, projection: Projection, latent_dim: int) -> np.ndarray | None:
-    if reference != "vae" or method not in ("identity", "pca"):
+def _prior_center(method: str, projection: Projection, latent_dim: int) -> np.ndarray | None:
+    """Where z = 0 lands on a linear map (identity, PCA); None on a non-linear one."""
+    if method not in ("identity", "pca"):
         return None
     return np.asarray(projection.transform(np.zeros((1, latent_dim), np.float32)))[0]
 

@@ -12,9 +12,17 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .checkpoint import read_metadata
 from .errors import CheckpointError, ConfigError
+from .latent import decode_points, encode_split, grid_points_2d, sample_prior
+from .lesson import judge_images, prior_sample_images
+from .maps import sample_indices
+from .metrics import active_units, encode_means
 from .models import Autoencoder
+from .projections import make_projection
+from .train import make_pair
 
 MEMBER = re.compile(r"^(?P<family>.+)-beta-(?P<beta>\d+(?:\.\d+)?(?:e-?\d+)?)\.safetensors$")
 
@@ -27,8 +35,6 @@ def sweep_models(preset: str, image_shape, betas, latent_dim: int | None = None,
                  ) -> dict[str, Autoencoder]:
     """member name -> fresh model: the preset's AE for beta 0, its VAE with that KL weight otherwise,
     each drawn from the same seed."""
-    from .train import make_pair
-
     if len(set(betas)) != len(list(betas)) or any(b < 0 for b in betas):
         raise ConfigError(f"betas={list(betas)!r} is invalid: expected distinct numbers >= 0")
     models = {}
@@ -102,14 +108,6 @@ class Member:
 def member_view(ckpt, test, judges: dict, n_points: int = 1000, grid_n: int = 10, seed: int = 0) -> Member:
     """Everything the dial shows for one member, computed once (the app caches it, `ui.prebuild`
     bakes it in). Judges: name -> classifier."""
-    import numpy as np
-
-    from .latent import decode_points, encode_split, grid_points_2d, sample_prior
-    from .lesson import judge_images, prior_sample_images
-    from .maps import sample_indices
-    from .metrics import active_units
-    from .projections import make_projection
-
     model = ckpt.model.eval()
     idx = sample_indices(len(test), n_points, seed)
     codes = encode_split(model, type(test)(test.images[idx], test.labels[idx]))
@@ -129,10 +127,4 @@ def member_view(ckpt, test, judges: dict, n_points: int = 1000, grid_n: int = 10
         beta=float(ckpt.config.beta if ckpt.config.variational else 0.0), figures=figures,
         points=np.asarray(proj.transform(codes.mean), np.float32), labels=codes.labels,
         grid=decode_points(model, np.asarray(grid_codes, np.float32)), samples=sample_prior(model, 16, seed)[1],
-        recons=decode_points(model, codes_of(model, fixed)))
-
-
-def codes_of(model, images):
-    from .metrics import encode_means
-
-    return encode_means(model, images).numpy()
+        recons=decode_points(model, encode_means(model, fixed).numpy()))
