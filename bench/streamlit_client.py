@@ -9,7 +9,11 @@ What the browser does, and this does too (streamlit 1.67, starlette/uvicorn serv
    as for a new visitor);
 3. read ``ForwardMsg``s (``new_session``, ``navigation``, ``delta``s, ...) until ``script_finished``.
 
-A page run's time is from 2 to 3. The client keeps what the page showed as text (markdown,
+A page run's time is from 2 to 3. Like the browser, the client keeps the large messages it was sent
+(``metadata.cacheable``) and names their hashes in its next ``rerun_script``, so the server sends a
+short reference instead of an unchanged image or figure; an entry not seen for
+``max_cached_message_age`` runs (from ``new_session``) is dropped, as the browser's cache does. The
+client keeps what the page showed as text (markdown,
 captions, alerts, exceptions) so a test can check what it says, and the widgets' ids by label so
 it can press a button. Images are not fetched from ``/media`` (a browser would; that is static
 file serving, cheap next to the script run). It never fetches anything but the given server.
@@ -46,6 +50,7 @@ class PageRun:
     exceptions: list[str] = field(default_factory=list)  # st.exception / uncaught errors shown
     widgets: dict[str, tuple[str, str]] = field(default_factory=dict)  # label -> (widget id, element type)
     elements: int = 0
+    received_bytes: int = 0  # websocket payloads of the run, after the message cache
 
     def text(self) -> str:
         return "\n".join(self.texts)
@@ -98,6 +103,8 @@ class StreamlitSession:
         self.session_id = ""
         self._ws = None
         self.auto_reruns: dict[str, float] = {}  # fragment id -> interval (s), from `auto_rerun`
+        self.cached: dict[str, list] = {}  # hash of a cacheable message -> [run last seen in, message]
+        self.runs, self.max_age = 0, 2  # full runs finished; global.maxCachedMessageAge
 
     async def __aenter__(self):
         self._ws = await connect(self.ws_url, subprotocols=["streamlit"], max_size=None, open_timeout=60,
@@ -117,6 +124,7 @@ class StreamlitSession:
         rerun.query_string = ""
         rerun.fragment_id = fragment_id
         rerun.is_auto_rerun = bool(fragment_id)
+        rerun.cached_message_hashes.extend(self.cached)
         for state in widget_states:
             rerun.widget_states.widgets.append(state)
         await self._ws.send(msg.SerializeToString())
@@ -163,11 +171,21 @@ class StreamlitSession:
                 data = await self._ws.recv()
             except Exception as err:  # the server closed the connection
                 raise PageError(f"{run.page}: connection closed ({err})") from err
+            run.received_bytes += len(data)
             msg = ForwardMsg()
             msg.ParseFromString(data)
             kind = msg.WhichOneof("type")
+            if msg.metadata.cacheable and msg.hash:
+                self.cached[msg.hash] = [self.runs, msg]
+            if kind == "ref_hash":  # the browser shows the message it cached under that hash
+                entry = self.cached.get(msg.ref_hash)
+                if entry is None:
+                    raise PageError(f"{run.page}: the server referred to a message this client never cached")
+                entry[0], msg = self.runs, entry[1]
+                kind = msg.WhichOneof("type")
             if kind == "new_session":
                 self.session_id = msg.new_session.initialize.session_id or self.session_id
+                self.max_age = msg.new_session.config.max_cached_message_age or self.max_age
             elif kind == "navigation":
                 for page in msg.navigation.app_pages:
                     self.page_hashes[page.url_pathname] = page.page_script_hash
@@ -193,4 +211,10 @@ class StreamlitSession:
                 if fragment and status == ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY:
                     return
                 if not fragment and status in FINISHED:
+                    self._age_cache()
                     return
+
+    def _age_cache(self) -> None:
+        """The browser's ForwardMsgCache.incrementRunCount: forget messages older than max_age runs."""
+        self.runs += 1
+        self.cached = {h: e for h, e in self.cached.items() if self.runs - e[0] <= self.max_age}
