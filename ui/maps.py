@@ -35,6 +35,7 @@ from vae.maps import (UMAP_INVERSE_GRID, GridSpec, LatentMap, build_latent_map, 
 from vae.models import Autoencoder
 from vae.projections import ProjectionCache, available_methods, file_sha256
 
+from .images import Encoded
 from .style import MODEL_LABELS
 from . import state
 from .scores import EVAL_SETTINGS, judge_confidence, load_judge
@@ -463,16 +464,15 @@ def draw_click_marker(image: np.ndarray, canvas: MapCanvas, point, color=(224, 4
     return np.asarray(img)
 
 
-def clickable_map(image: np.ndarray, key: str, photo: bool = False) -> dict | None:
+def clickable_map(image: Encoded, key: str) -> dict | None:
     """Show the map image; returns the last click {x, y, width, height, unix_time} or None.
 
-    The image travels as a data URL on every rerun: a map painted with decoded tiles (photo)
-    goes as JPEG (~1 ms to encode, ~130 kB), a plain one as PNG (~10 ms, ~80 kB, crisp dots)."""
+    The image travels as a data URL on every rerun; it comes encoded (`ui.images.encoded`: JPEG
+    for a map painted with decoded tiles, PNG for a plain one), so that nothing is encoded per run."""
     from streamlit_image_coordinates import streamlit_image_coordinates
 
     return streamlit_image_coordinates(image, key=key, cursor="crosshair", width="content",
-                                       image_format="JPEG" if photo else "PNG", jpeg_quality=90,
-                                       png_compression_level=1)
+                                       image_format=image.format)
 
 
 # --- decoded grids ---------------------------------------------------------------------------
@@ -493,6 +493,12 @@ def decoded_grid(map_key: str, kind: str, n: int, xlim: tuple, ylim: tuple, gaus
                  _lmap: LatentMap, _model: Autoencoder) -> np.ndarray:
     """The decoded grid [n*n, H, W, C], once per map, model and grid."""
     return decode_map_points(_lmap, kind, _model, GridSpec(n, xlim, ylim, gaussian).points())
+
+
+@st.cache_resource(show_spinner=False, max_entries=256)
+def decoded_point(map_key: str, kind: str, point: tuple, _lmap: LatentMap, _model: Autoencoder) -> np.ndarray:
+    """One clicked map location decoded [H, W, C], once per map, model and place."""
+    return decode_map_points(_lmap, kind, _model, [point])[0]
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
@@ -640,6 +646,6 @@ __all__ = [
     "CONFIDENT", "CellScorer", "GridSpec", "LatentMap", "MapCanvas", "build_latent_map", "click_to_data",
     "clickable_map", "decoded_grid_png", "grid_confidence", "hole_legend", "hole_shade", "largest_gap", "map_csv",
     "recognised_share", "tint_tiles",
-    "decode_map_points", "decoded_grid", "draw_click_marker", "enlarge", "grid_png", "latent_map", "map_controls",
+    "decode_map_points", "decoded_grid", "decoded_point", "draw_click_marker", "enlarge", "grid_png", "latent_map", "map_controls",
     "map_image", "render_map_image", "sample_indices", "scatter_figure", "show_prior_samples", "split_images",
 ]
