@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/profile_server.py                          # Grid decoder, 20 warm runs
     .venv/bin/python bench/profile_server.py --page Train --runs 20 --top 25
+    .venv/bin/python bench/profile_server.py --slider "Grid cells per side"   # a grid control moved
 
 `bench/profile_page.py` profiles the script under AppTest, which leaves out what the server does
 around a run. This one starts the real server (hosted mode, a fresh state folder, the shipped
@@ -96,27 +97,54 @@ def start_server(state: Path, port: int, out: Path, log: Path) -> subprocess.Pop
     return proc
 
 
-async def drive(url: str, proc: subprocess.Popen, name: str, path: str, runs: int, out: Path) -> str:
+async def drive(url: str, proc: subprocess.Popen, name: str, path: str, runs: int, out: Path,
+                slider: str | None) -> str:
     async with StreamlitSession(url) as s:
         await s.run_page("Home", "")
         for _ in range(3):  # cold, then warm (figures cached on first use, message hashes known)
             run = await s.run_page(name, path)
             if run.exceptions:
                 raise SystemExit(f"{name}: {run.exceptions}")
+        step = _slider_step(s, run, path, slider) if slider else None
+        for _ in range(2):  # both values of the slider seen once: the runs below are warm
+            await (step() if step else s.run_page(name, path))
         cpu0, wall0 = cpu_seconds(proc.pid), time.perf_counter()
         for _ in range(runs):
-            await s.run_page(name, path)
+            run = await (step() if step else s.run_page(name, path))
         cpu, wall = cpu_seconds(proc.pid) - cpu0, time.perf_counter() - wall0
         proc.send_signal(signal.SIGUSR1)
         await asyncio.sleep(0.5)
         for _ in range(runs):
-            await s.run_page(name, path)
+            await (step() if step else s.run_page(name, path))
         proc.send_signal(signal.SIGUSR2)
         while not (out / "done").exists():
             await asyncio.sleep(0.2)
-    return (f"{name}: {runs} warm runs, server CPU {cpu / runs * 1000:.0f} ms per run (unprofiled), wall "
+    what = f"moving the slider {slider!r}" + (" (a fragment rerun)" if step.fragment else " (a full rerun)") \
+        if step else "page runs"
+    return (f"{name}, {what}: {runs} warm runs, server CPU {cpu / runs * 1000:.0f} ms per run (unprofiled), wall "
             f"{wall / runs * 1000:.0f} ms per run; {run.elements} elements and {run.received_bytes / 1e3:.0f} kB "
             "sent per run")
+
+
+def _slider_step(session: StreamlitSession, page, path: str, label: str):
+    """A function that moves the int slider `label` one step up or back down, as the browser does:
+    a rerun of the fragment that drew it, or of the page when it is not in one."""
+    from streamlit.proto.Common_pb2 import DoubleArray
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+    widget_id, fragment = page.widgets[label][0], page.widget_fragments.get(label, "")
+    state = {"up": False}
+
+    def step():
+        state["up"] = not state["up"]
+        values = DoubleArray(data=[16 if state["up"] else 15])
+        widgets = [WidgetState(id=widget_id, double_array_value=values)]
+        if fragment:
+            return session.run_fragment(fragment, path, widget_states=widgets, auto=False)
+        return session.run_page(page.page, path, widgets)
+
+    step.fragment = fragment
+    return step
 
 
 def table(path: Path, runs: int, order: str, top: int) -> str:
@@ -133,6 +161,8 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--top", type=int, default=30)
     p.add_argument("--save", help="a folder to keep loop.prof and script.prof in")
+    p.add_argument("--slider", help="measure moving this int slider (15 <-> 16) instead of page runs, e.g. "
+                                    "'Grid cells per side'")
     args = p.parse_args()
     path = dict(PAGES)[args.page]
     with tempfile.TemporaryDirectory(prefix="profile-server-") as tmp:
@@ -143,7 +173,8 @@ def main() -> int:
         proc = start_server(Path(tmp) / "state", port, out, Path(tmp) / "server.log")
         try:
             print(f"load average {os.getloadavg()[0]:.1f}; "
-                  + asyncio.run(drive(f"http://127.0.0.1:{port}", proc, args.page, path, args.runs, out)))
+                  + asyncio.run(drive(f"http://127.0.0.1:{port}", proc, args.page, path, args.runs, out,
+                                    args.slider)))
         finally:
             proc.terminate()
             proc.wait(20)

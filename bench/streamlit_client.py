@@ -49,6 +49,7 @@ class PageRun:
     texts: list[str] = field(default_factory=list)  # markdown, captions, alerts, titles, in order
     exceptions: list[str] = field(default_factory=list)  # st.exception / uncaught errors shown
     widgets: dict[str, tuple[str, str]] = field(default_factory=dict)  # label -> (widget id, element type)
+    widget_fragments: dict[str, str] = field(default_factory=dict)  # label -> id of the fragment drawing it
     elements: int = 0
     received_bytes: int = 0  # websocket payloads of the run, after the message cache
 
@@ -114,7 +115,7 @@ class StreamlitSession:
     async def __aexit__(self, *exc):
         await self._ws.close()
 
-    async def _send_rerun(self, url_path: str, widget_states=(), fragment_id: str = "") -> None:
+    async def _send_rerun(self, url_path: str, widget_states=(), fragment_id: str = "", auto: bool = True) -> None:
         msg = BackMsg()
         rerun = msg.rerun_script
         if url_path in self.page_hashes:
@@ -123,7 +124,7 @@ class StreamlitSession:
             rerun.page_name = url_path
         rerun.query_string = ""
         rerun.fragment_id = fragment_id
-        rerun.is_auto_rerun = bool(fragment_id)
+        rerun.is_auto_rerun = bool(fragment_id) and auto
         rerun.cached_message_hashes.extend(self.cached)
         for state in widget_states:
             rerun.widget_states.widgets.append(state)
@@ -138,10 +139,12 @@ class StreamlitSession:
         run.seconds = time.perf_counter() - start
         return run
 
-    async def run_fragment(self, fragment_id: str, url_path: str, timeout_s: float = 120) -> PageRun:
-        """One auto-rerun of a fragment (what the browser does every `run_every`)."""
+    async def run_fragment(self, fragment_id: str, url_path: str, timeout_s: float = 120, widget_states=(),
+                           auto: bool = True) -> PageRun:
+        """One rerun of a fragment: an auto-rerun (what the browser does every `run_every`), or with
+        auto=False and the widget values, what a widget inside the fragment starts."""
         start = time.perf_counter()
-        await self._send_rerun(url_path, fragment_id=fragment_id)
+        await self._send_rerun(url_path, widget_states, fragment_id=fragment_id, auto=auto)
         run = PageRun("fragment", 0.0)
         await asyncio.wait_for(self._read_until_finished(run, fragment=True), timeout_s)
         run.seconds = time.perf_counter() - start
@@ -204,6 +207,8 @@ class StreamlitSession:
                 if label:
                     widget = getattr(element, element.WhichOneof("type"))
                     run.widgets[label] = (getattr(widget, "id", ""), element.WhichOneof("type"))
+                    if msg.delta.fragment_id:
+                        run.widget_fragments[label] = msg.delta.fragment_id
             elif kind == "script_finished":
                 status = msg.script_finished
                 if status == ForwardMsg.FINISHED_WITH_COMPILE_ERROR:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -219,6 +220,25 @@ def class_color(label: int) -> str:
 def scatter_figure(lmap: LatentMap, kind: str, *, highlight_row: int | None = None,
                    marks: list[tuple[np.ndarray, str]] = (), ellipses: int = 0, prior_sigmas=(),
                    height: int = 520) -> go.Figure:
+    """`build_scatter_figure`, shared by every visitor when there are no marks: building 2,000
+    points' traces with plotly costs ~20 ms per map, half of a Latent map page run. The figure is
+    shared, so callers must not change it (st.plotly_chart only reads it). With marks (a drawing
+    on the Draw page, new each time) it is built afresh."""
+    build = partial(build_scatter_figure, lmap, kind, highlight_row=highlight_row, marks=marks, ellipses=ellipses,
+                    prior_sigmas=prior_sigmas, height=height)
+    if len(marks):
+        return build()
+    return _cached_figure(f"{lmap.key}|{kind}|{highlight_row}|{ellipses}|{tuple(prior_sigmas)}|{height}", build)
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _cached_figure(key: str, _build: Callable[[], go.Figure]) -> go.Figure:
+    return _build()
+
+
+def build_scatter_figure(lmap: LatentMap, kind: str, *, highlight_row: int | None = None,
+                         marks: list[tuple[np.ndarray, str]] = (), ellipses: int = 0, prior_sigmas=(),
+                         height: int = 520) -> go.Figure:
     """The kind's map: one trace per class (legend = classes), hover shows class and test index.
 
     customdata = (test index, class name, sample row): selections come back with the row.
@@ -647,5 +667,5 @@ __all__ = [
     "clickable_map", "decoded_grid_png", "grid_confidence", "hole_legend", "hole_shade", "largest_gap", "map_csv",
     "recognised_share", "tint_tiles",
     "decode_map_points", "decoded_grid", "decoded_point", "draw_click_marker", "enlarge", "grid_png", "latent_map", "map_controls",
-    "map_image", "render_map_image", "sample_indices", "scatter_figure", "show_prior_samples", "split_images",
+    "map_image", "render_map_image", "sample_indices", "build_scatter_figure", "scatter_figure", "show_prior_samples", "split_images",
 ]
