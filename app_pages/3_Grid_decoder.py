@@ -75,9 +75,9 @@ def read_click(lmap, canvas: maps.MapCanvas) -> None:
             st.session_state[CLICK] = {"map": lmap.key, "kind": kind, "point": point}
 
 
-def clickable_maps(lmap, spec, canvas, images_by_kind: dict, image_keys: dict, tiles_under: bool, click,
-                   confidence: dict) -> None:
-    """Both maps side by side, the click's crosshair on them, and each one's recognised share."""
+def clickable_maps(lmap, spec, canvas, draw_map, image_keys: dict, tiles_under: bool, click, confidence: dict) -> None:
+    """Both maps side by side, the click's crosshair on them, and each one's recognised share.
+    draw_map(kind) draws a map; it is called only when its encoded picture is not cached yet."""
     show_prior = lmap.prior_center() is not None
     fmt = images.PHOTO if tiles_under else images.DRAWING
     for col, kind in zip(st.columns(len(lmap.kinds)), lmap.kinds):
@@ -86,9 +86,9 @@ def clickable_maps(lmap, spec, canvas, images_by_kind: dict, image_keys: dict, t
                                                              show_prior else ""))
             if click:
                 image = images.encoded(f"{image_keys[kind]}|click|{click['point']}",
-                                       lambda: maps.draw_click_marker(images_by_kind[kind], canvas, click["point"]), fmt)
+                                       lambda: maps.draw_click_marker(draw_map(kind), canvas, click["point"]), fmt)
             else:
-                image = images.encoded(image_keys[kind], images_by_kind[kind], fmt)
+                image = images.encoded(image_keys[kind], lambda: draw_map(kind), fmt)
             maps.clickable_map(image, key=f"grid_map_{kind}")
             if confidence:
                 share = maps.recognised_share(confidence[kind])
@@ -265,8 +265,11 @@ def explore(models: dict, page: maps.PageMap, judge, judged: list) -> None:
         except LatentExplorerError as err:
             st.warning(f"No hole map: {err}")
     canvas = maps.MapCanvas(xlim, ylim)
-    images_by_kind = {kind: maps.map_image(lmap.key, kind, n, xlim, ylim, gaussian, tiles_under, show_prior, lmap,
-                                           tiles[kind], hole_key, shade.get(kind)) for kind in lmap.kinds}
+
+    def draw_map(kind: str):
+        return maps.map_image(lmap.key, kind, n, xlim, ylim, gaussian, tiles_under, show_prior, lmap, tiles[kind],
+                              hole_key, shade.get(kind))
+
     image_keys = {kind: f"map|{lmap.key}|{kind}|{n}|{xlim}|{ylim}|{gaussian}|{tiles_under}|{show_prior}|{hole_key}"
                   for kind in lmap.kinds}
 
@@ -279,7 +282,7 @@ def explore(models: dict, page: maps.PageMap, judge, judged: list) -> None:
     click = st.session_state.get(CLICK)
     click = click if click and click["map"] == lmap.key else None
 
-    clickable_maps(lmap, spec, canvas, images_by_kind, image_keys, tiles_under, click, confidence)
+    clickable_maps(lmap, spec, canvas, draw_map, image_keys, tiles_under, click, confidence)
     if confidence:
         hole_legend(judge, judge.stat().st_mtime_ns, tiles_under, gaussian)
     if not show_prior and "vae" in lmap.kinds:
