@@ -17,6 +17,8 @@ One browserless session (`bench/streamlit_client.py`, which sends the message ha
 cached, as the browser does) opens the page cold and warm, then --runs warm runs are measured
 without the profiler (server CPU per run, from /proc) and --runs more with it. The profiler roughly
 doubles the cost of Python calls: read its tables for shares, the unprofiled figure for the cost.
+Both profilers count each thread's own CPU time (`time.thread_time`), not wall time, so other
+jobs on a busy machine, and the event loop's waits, do not show in them.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ from bench.streamlit_client import PAGES, StreamlitSession, wait_for_health  # n
 # Runs inside the server process, before streamlit starts. SIGUSR1 starts profiling, SIGUSR2 stops
 # it and writes loop.prof (the main thread) and script.prof (every script thread's, added up).
 _BOOT = r"""
-import cProfile, os, signal, sys, threading
+import cProfile, os, signal, sys, threading, time
 from streamlit.runtime.scriptrunner import script_runner
 
 out, on, lock, scripts, loop_prof = os.environ["PROFILE_SERVER_OUT"], [False], threading.Lock(), [], [None]
@@ -50,7 +52,7 @@ original = script_runner.ScriptRunner._run_script_thread
 def profiled(self):
     if not on[0]:
         return original(self)
-    prof = cProfile.Profile()
+    prof = cProfile.Profile(time.thread_time)
     prof.enable()
     try:
         return original(self)
@@ -60,7 +62,7 @@ def profiled(self):
             scripts.append(prof)
 
 def start(*_):
-    loop_prof[0] = cProfile.Profile()
+    loop_prof[0] = cProfile.Profile(time.thread_time)
     on[0] = True
     loop_prof[0].enable()
 
