@@ -74,6 +74,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of the process, MB (/proc/<pid>/status VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def thread_cpu(pid: int) -> dict[int, float]:
     """CPU seconds of each thread of the process."""
     out = {}
@@ -131,6 +139,7 @@ class Phase:
     train_cpu_s: float = 0.0
     wall_s: float = 0.0
     train_steps: int | None = None
+    rss_mb: float = 0.0  # the server's resident memory at the end of the phase
 
     def add(self, page: str, seconds: float) -> None:
         self.times.setdefault(page, []).append(seconds)
@@ -184,6 +193,7 @@ async def run_phase(url: str, pid: int, n: int, rounds: int, stagger_s: float, b
         gate.set()
         await asyncio.gather(*arrivals)
     phase.cpu_s, phase.train_cpu_s, phase.wall_s = c.pages_s, c.background_s, c.wall
+    phase.rss_mb = rss_mb(pid)
     if steps:
         phase.train_steps = steps() - steps0
     return phase
@@ -245,9 +255,9 @@ def report(cost: dict, phases: list[Phase], train: bool) -> str:
     title = "with a training job running" if train else "no training job"
     lines += ["", f"Concurrent sessions ({title}): page run time p50 / p95 / max (s)", ""]
     pages = [name for name, _ in ROUND] + ["Home (arrival)"]
-    lines.append("| sessions | " + " | ".join(pages) + " | runs | errors | CPU s per run | cores used |"
+    lines.append("| sessions | " + " | ".join(pages) + " | runs | errors | CPU s per run | cores used | RSS (MB) |"
                  + (" training CPU (cores) | training steps/s |" if train else ""))
-    lines.append("| ---: | " + " | ".join("---" for _ in pages) + " | ---: | ---: | ---: | ---: |"
+    lines.append("| ---: | " + " | ".join("---" for _ in pages) + " | ---: | ---: | ---: | ---: | ---: |"
                  + (" ---: | ---: |" if train else ""))
     for ph in phases:
         cells = []
@@ -256,7 +266,7 @@ def report(cost: dict, phases: list[Phase], train: bool) -> str:
             cells.append(f"{pct(t, .5):.2f} / {pct(t, .95):.2f} / {max(t):.2f}" if t else "-")
         runs = sum(len(v) for k, v in ph.times.items() if k != "Home (arrival)")
         row = (f"| {ph.sessions} | " + " | ".join(cells) + f" | {runs} | {len(ph.errors)} | "
-               f"{ph.cpu_s / max(runs, 1):.3f} | {ph.cpu_s / ph.wall_s:.2f} |")
+               f"{ph.cpu_s / max(runs, 1):.3f} | {ph.cpu_s / ph.wall_s:.2f} | {ph.rss_mb:.0f} |")
         if train:
             row += f" {ph.train_cpu_s / ph.wall_s:.2f} | {(ph.train_steps or 0) / ph.wall_s:.1f} |"
         lines.append(row)

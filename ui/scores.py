@@ -173,12 +173,32 @@ def find_judge(pair) -> Path | None:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def load_judge(path: str, mtime_ns: int) -> Classifier:
-    return load_classifier(path)
+    judge = load_classifier(path)
+    judge.file_version = f"{path}|{mtime_ns}"  # names this judge in judge_confidence's cache
+    return judge
 
 
 def judge_confidence(judge: Classifier, images: np.ndarray) -> np.ndarray:
-    """The classifier's top-class probability for each float image [M, H, W, C]."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    """The classifier's top-class probability for each float image [M, H, W, C], computed once per
+    judge file version and images and shared (read-only): the Reconstructions page asks again
+    about the same path's frames on every run, and the CNN's pass was a third of its run."""
+    images = np.ascontiguousarray(images)
+    version = getattr(judge, "file_version", None)
+    if version is None:  # a judge not loaded by load_judge: nothing names it, so no cache
+        return _confidence(judge, images)
+    digest = hashlib.blake2b(images.tobytes(), digest_size=16).hexdigest()
+    return _cached_confidence(version, f"{images.shape}|{images.dtype}|{digest}", judge, images)
+
+
+@st.cache_resource(show_spinner=False, max_entries=256)
+def _cached_confidence(judge_version: str, images_key: str, _judge: Classifier, _images: np.ndarray) -> np.ndarray:
+    confidence = _confidence(_judge, _images)
+    confidence.setflags(write=False)
+    return confidence
+
+
+def _confidence(judge: Classifier, images: np.ndarray) -> np.ndarray:
+    x = torch.from_numpy(images).permute(0, 3, 1, 2)
     return judge.probs(x).max(dim=1).values.double().numpy()
 
 
