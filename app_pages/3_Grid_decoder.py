@@ -86,9 +86,9 @@ def clickable_maps(lmap, spec, canvas, draw_map, image_keys: dict, tiles_under: 
                                                              show_prior else ""))
             if click:
                 image = images.encoded(f"{image_keys[kind]}|click|{click['point']}",
-                                       lambda: maps.draw_click_marker(draw_map(kind), canvas, click["point"]), fmt)
+                                       lambda k=kind: maps.draw_click_marker(draw_map(k), canvas, click["point"]), fmt)
             else:
-                image = images.encoded(image_keys[kind], lambda: draw_map(kind), fmt)
+                image = images.encoded(image_keys[kind], lambda k=kind: draw_map(k), fmt)
             maps.clickable_map(image, key=f"grid_map_{kind}")
             if confidence:
                 share = maps.recognised_share(confidence[kind])
@@ -165,7 +165,7 @@ def who_owns_the_map(lmap, method: str, spec, grid_id: str, verdicts: dict, firs
     classes = tuple(lmap.classes)
     for col, kind in zip(st.columns(len(lmap.kinds)), lmap.kinds):
         key = f"{grid_id}|{kind}|{first_path}"
-        col.image(images.data_url(f"territory|{key}", lambda: lesson.territory_image(first[kind], spec.n, classes)),
+        col.image(images.data_url(f"territory|{key}", lambda k=kind: lesson.territory_image(first[k], spec.n, classes)),
                   caption=f"{MODEL_LABELS[kind]}: territory map", width=360)
     bars = st.columns(2)
     bars[0].plotly_chart(lesson.shares_figure(f"grid|{grid_id}|{first_path}", first, classes,
@@ -201,7 +201,8 @@ def clicked_location(lmap, models: dict, data, spec, judged: list, click) -> Non
             near = nearest_indices(lmap.points[kind], click["point"], k=5)
             dist = float(((lmap.points[kind][near[0]] - click["point"]) ** 2).sum() ** 0.5)
             mark = " (clicked)" if kind == click["kind"] else " (same place)"
-            st.image(images.thumbnail_url(f"click|{lmap.key}|{kind}|{click['point']}", lambda: maps.enlarge(decoded, 224)),
+            st.image(images.thumbnail_url(f"click|{lmap.key}|{kind}|{click['point']}",
+                                          lambda d=decoded: maps.enlarge(d, 224)),
                      width=224, caption=f"{MODEL_LABELS[kind]}{mark}: decoded")
             lines = []
             for p, mtime, judge in judged:
@@ -228,14 +229,13 @@ def decoded_grids(lmap, spec, tiles: dict, hole_key: str, shade: dict, method: s
     st.caption(("Nodes at the prior's quantiles: every cell holds the same prior probability. " if spec.gaussian else
                 f"Each tile is the decoding of its cell's centre; the grid covers the maps above "
                 f"(x ∈ [{xlim[0]:.3g}, {xlim[1]:.3g}], y ∈ [{ylim[0]:.3g}, {ylim[1]:.3g}]). ") +
-               "Top row = largest y, as on the maps." + (" Red: the hole map (the downloads are untinted)." if shade else
-                                                        ""))
+               "Top row = largest y, as on the maps."
+               + (" Red: the hole map (the downloads are untinted)." if shade else ""))
     for col, kind in zip(st.columns(len(lmap.kinds)), lmap.kinds):
         png = maps.decoded_grid_png(lmap.key, kind, n, xlim, ylim, spec.gaussian, tiles[kind])
         key = f"grid|{lmap.key}|{kind}|{n}|{xlim}|{ylim}|{spec.gaussian}|{hole_key if shade else ''}"
-        shown = images.data_url(key, lambda: maps.decoded_grid_png(lmap.key, kind, n, xlim, ylim, spec.gaussian,
-                                                                   tiles[kind], hole_key, shade[kind]) if shade else png,
-                                images.PHOTO)
+        shown = images.data_url(key, lambda k=kind, plain=png: maps.decoded_grid_png(
+            lmap.key, k, n, xlim, ylim, spec.gaussian, tiles[k], hole_key, shade[k]) if shade else plain, images.PHOTO)
         col.image(shown, caption=f"{MODEL_LABELS[kind]}: {n}×{n} decoded grid", width="stretch")
         col.download_button(f"Download the {MODEL_LABELS[kind]} grid (PNG)", png,
                             file_name=f"grid-{pair.name}-{kind}-{method}-{n}x{n}.png", mime="image/png",

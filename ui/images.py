@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import streamlit as st
@@ -67,7 +67,7 @@ class Encoded:
     def __init__(self, data: bytes, fmt: str):
         self.data, self.format = data, fmt
 
-    def save(self, fp, format: str | None = None, **_ignored) -> None:  # noqa: A002 (PIL's name)
+    def save(self, fp, format: str | None = None, **_ignored) -> None:  # PIL's signature
         if format is not None and format.upper() != self.format:
             raise ValueError(f"these bytes are {self.format}, not {format}")
         fp.write(self.data)

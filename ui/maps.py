@@ -666,6 +666,7 @@ __all__ = [
     "CONFIDENT", "CellScorer", "GridSpec", "LatentMap", "MapCanvas", "build_latent_map", "click_to_data",
     "clickable_map", "decoded_grid_png", "grid_confidence", "hole_legend", "hole_shade", "largest_gap", "map_csv",
     "recognised_share", "tint_tiles",
-    "decode_map_points", "decoded_grid", "decoded_point", "draw_click_marker", "enlarge", "grid_png", "latent_map", "map_controls",
-    "map_image", "render_map_image", "sample_indices", "build_scatter_figure", "scatter_figure", "show_prior_samples", "split_images",
+    "decode_map_points", "decoded_grid", "decoded_point", "draw_click_marker", "enlarge", "grid_png", "latent_map",
+    "map_controls", "map_image", "render_map_image", "sample_indices", "build_scatter_figure", "scatter_figure",
+    "show_prior_samples", "split_images",
 ]
