@@ -269,8 +269,9 @@ class Trainer:
         # per-epoch seeds: a resumed run draws the same batches and noise as an unbroken one. The
         # order is the same on every process, each takes its shard of it; the noise is each
         # process's own (rank 0's is the single-process stream)
-        order_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        noise_gen = torch.Generator(device=self.device).manual_seed(_rank_seed(cfg.seed * 100_019 + epoch, rank))
+        order_gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, ORDER_STREAM))
+        noise_seed = _rank_seed(epoch_seed(cfg.seed, epoch, NOISE_STREAM), rank)
+        noise_gen = torch.Generator(device=self.device).manual_seed(noise_seed)
         order = shard(torch.randperm(len(self.data.train), generator=order_gen), rank, world)
         local_batch = cfg.batch_size // world
         batches = order.split(local_batch)
@@ -393,6 +394,19 @@ class _LossOf(nn.Module):
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> LossTerms:
         return self.loss_fn(x, generator=generator)
+
+
+ORDER_STREAM, NOISE_STREAM = 100_003, 100_019  # odd multipliers: one per stream an epoch draws from
+
+
+def epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    """The seed of one epoch's stream (`ORDER_STREAM`: its shuffle, `NOISE_STREAM`: the VAE's noise).
+
+    seed * stream + epoch, wrapped to the 64 bits `torch.Generator.manual_seed` takes (a seed
+    above about 1.8e14 overflowed them). Wrapping changes no seed that fitted before, so runs
+    and checkpoints from before the wrap resume as they were; and since `stream` is odd,
+    multiplying by it is a bijection modulo 2**64: distinct seeds still get distinct streams."""
+    return (seed * stream + epoch) % 2**64
 
 
 def _rank_seed(seed: int, rank: int) -> int:
