@@ -25,7 +25,7 @@ from vae import metrics
 from vae.classifier import Classifier, load_classifier
 from vae.data import ImageDataset
 from vae.evaluate import dataset_key, evaluate_checkpoint, judge_files
-from vae.latent import image_grid, interpolate, sample_box, sample_prior
+from vae.latent import encode_means, image_grid, interpolate, sample_box, sample_prior
 from vae.lesson import rebuild
 
 from .style import MODEL_LABELS
@@ -134,7 +134,7 @@ def prior_samples(path: str, mtime_ns: int, n: int, seed: int) -> np.ndarray:
 def test_codes(path: str, mtime_ns: int, data_id: str, _data: ImageDataset) -> np.ndarray:
     """Posterior means of the evaluation's test images (the first n of a seeded shuffle)."""
     test = _data.test.subset(EVAL_SETTINGS["n"], EVAL_SETTINGS["seed"])
-    return metrics.encode_means(_model(path, mtime_ns), test.images).numpy()
+    return encode_means(_model(path, mtime_ns), test.images).numpy()
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

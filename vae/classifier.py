@@ -29,7 +29,7 @@ from torch import nn
 
 from .data import ImageDataset, ImageSplit
 from .errors import CheckpointError, ConfigError, run_cli
-from .latent import _evaluating
+from .latent import evaluating
 
 FORMAT = "latent-explorer-classifier/1"
 _META_KEY = "latent_explorer"
@@ -124,7 +124,7 @@ class Classifier(nn.Module):
     @torch.no_grad()
     def _batched(self, fn, images: torch.Tensor, batch_size: int) -> torch.Tensor:
         device = next(self.parameters()).device
-        with _evaluating(self):  # a shared model: back in its mode even if this raises
+        with evaluating(self):  # a shared model: back in its mode even if this raises
             out = [fn(as_unit_float(chunk).to(device)).cpu() for chunk in images.split(batch_size)]
         return torch.cat(out) if out else torch.empty(0)
 
