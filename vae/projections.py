@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 
+from .atomic import SHARED, atomic_path
 from .errors import ConfigError, LatentExplorerError
 from .latent import Codes, grid_points_2d
 
@@ -473,15 +472,8 @@ class ProjectionCache:
         arrays = {f"state_{k}": np.asarray(v) for k, v in proj._state().items()}
         arrays.update(key_json=np.array(_key_json(key_parts)), method=np.array(proj.method),
                       params_json=np.array(json.dumps(proj._params())))
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=path.stem, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)  # atomic: a reader sees the old file or the whole new one
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path, SHARED) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no ".npz"
+            np.savez(f, **arrays)
 
 
 def _key_json(key_parts: dict) -> str:
