@@ -6,7 +6,7 @@ from scipy.stats import norm
 from vae.data import ImageSplit
 from vae.errors import ConfigError
 from vae.latent import (Codes, decode_codes, decode_points, encode_means, encode_split, evaluating, gaussian_grid_2d,
-                        grid_points_2d, image_grid, interpolate, interpolation_path, nearest_indices, padded_limits,
+                        grid_points_2d, image_grid, interpolate, interpolation_path, padded_limits,
                         sample_box, sample_codes, sample_prior)
 from vae.models import Autoencoder, ModelConfig
 
@@ -124,13 +124,6 @@ def test_image_grid_tiles_with_one_pixel_separators():
     assert (grid[5:, 8:] == 128).all()  # the empty sixth cell
     strip = image_grid(np.zeros((4, 2, 2, 3), np.uint8), nrow=10)
     assert strip.shape == (2, 4 * 2 + 3, 3)  # one row, no wider than the images
-
-
-def test_nearest_indices_are_sorted_by_distance():
-    points = np.array([[0, 0], [5, 5], [1, 0], [0, 2]], np.float32)
-    np.testing.assert_array_equal(nearest_indices(points, [0.1, 0], k=3), [0, 2, 3])
-    assert nearest_indices(points, [5, 5], k=10).shape == (4,)
-    assert nearest_indices(points, [5, 5], k=1).dtype == np.int64
 
 
 def test_box_samples_stay_inside_the_box():

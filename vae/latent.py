@@ -230,19 +230,8 @@ def _to_uint8(images: np.ndarray) -> np.ndarray:
     return np.round(np.clip(images, 0.0, 1.0) * 255).astype(np.uint8)
 
 
-def nearest_indices(points_2d: np.ndarray, query, k: int = 1) -> np.ndarray:
-    """Indices of the k points nearest to `query`, nearest first: int64 [min(k, N)]."""
-    points_2d = np.asarray(points_2d, dtype=np.float64)
-    dist2 = ((points_2d - np.asarray(query, dtype=np.float64).reshape(1, -1)) ** 2).sum(axis=1)
-    k = min(int(k), len(dist2))
-    if k < 1:
-        return np.zeros(0, np.int64)
-    nearest = np.argpartition(dist2, k - 1)[:k]
-    return nearest[np.argsort(dist2[nearest], kind="stable")].astype(np.int64)
-
-
 __all__ = [
     "Codes", "decode_codes", "decode_points", "encode_means", "encode_split", "evaluating", "posteriors",
     "sample_codes", "gaussian_grid_2d", "grid_points_2d", "image_grid",
-    "interpolate", "interpolation_path", "nearest_indices", "padded_limits", "sample_box", "sample_prior",
+    "interpolate", "interpolation_path", "padded_limits", "sample_box", "sample_prior",
 ]
