@@ -29,7 +29,7 @@ from plotly.colors import qualitative
 
 from vae.data import ImageSplit
 from vae.errors import ConfigError, LatentExplorerError
-from vae.latent import image_grid
+from vae.latent import image_grid, to_uint8
 from vae.maps import (UMAP_INVERSE_GRID, GridSpec, LatentMap, build_latent_map, data_id, decode_map_points,
                       largest_gap, map_csv, map_key, projection_key, recognised_share, sample_indices, zoomed_limits)
 from vae.models import Autoencoder
@@ -592,9 +592,7 @@ def _gray_to_rgb(image: np.ndarray) -> np.ndarray:
 
 def enlarge(image: np.ndarray, size: int = 196) -> Image.Image:
     """One image [H, W, C] (float in [0, 1] or uint8) as a PIL image, scaled up with sharp pixels."""
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8:
-        arr = np.round(np.clip(arr, 0, 1) * 255).astype(np.uint8)
+    arr = to_uint8(image)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     img = Image.fromarray(arr)

@@ -209,7 +209,7 @@ def image_grid(images: np.ndarray, nrow: int, separator: int = 1, pad_value: int
     Float images are taken to be in [0, 1]; uint8 images pass through. Empty trailing cells
     are filled with `pad_value`. Grey separators show on black (MNIST) and white backgrounds.
     """
-    images = _to_uint8(np.asarray(images))
+    images = to_uint8(np.asarray(images))
     if images.ndim != 4 or len(images) == 0:
         raise ConfigError(f"images has shape {images.shape}: expected a non-empty [M, H, W, C]")
     if nrow < 1:
@@ -224,7 +224,9 @@ def image_grid(images: np.ndarray, nrow: int, separator: int = 1, pad_value: int
     return out
 
 
-def _to_uint8(images: np.ndarray) -> np.ndarray:
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Pictures as uint8: floats taken to be in [0, 1] (clipped, rounded), uint8 passes through."""
+    images = np.asarray(images)
     if images.dtype == np.uint8:
         return images
     return np.round(np.clip(images, 0.0, 1.0) * 255).astype(np.uint8)
@@ -232,6 +234,6 @@ def _to_uint8(images: np.ndarray) -> np.ndarray:
 
 __all__ = [
     "Codes", "decode_codes", "decode_points", "encode_means", "encode_split", "evaluating", "posteriors",
-    "sample_codes", "gaussian_grid_2d", "grid_points_2d", "image_grid",
+    "sample_codes", "to_uint8", "gaussian_grid_2d", "grid_points_2d", "image_grid",
     "interpolate", "interpolation_path", "padded_limits", "sample_box", "sample_prior",
 ]
