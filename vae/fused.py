@@ -32,7 +32,7 @@ from .models import LOGVAR_RANGE, Autoencoder
 
 # A Linear layer's matmuls run in the low precision only when its weight has at least this many
 # entries: for small ones a bfloat16 product is no faster than float32 and the casts are not free
-# (784x400: 215 vs 515 us; 20x400: 40 vs 22 us on the 2-core Zen 4 CPU of bench/README.md).
+# (bench/README.md, "Figures behind the code", has the timings).
 LOW_PRECISION_MIN_WEIGHTS = 65_536
 
 
@@ -87,8 +87,8 @@ def bernoulli_nll_and_grad(logits: torch.Tensor, x: torch.Tensor) -> tuple[torch
 
     softplus(l) = relu(l) - log max(s, 1 - s) with s = sigmoid(l), which never takes the log
     of 0. The log is taken of products of 16 (or fewer) factors in [1/2, 1]: no underflow (the
-    product is >= 2^-16), 1/16 of the logs, and log is the slowest elementwise op on this CPU
-    build (about 3x a sigmoid).
+    product is >= 2^-16), 1/16 of the logs, and log is the slowest elementwise op of torch's CPU
+    builds (bench/README.md, "Figures behind the code").
     """
     s = torch.sigmoid(logits)
     rows, width = logits.shape

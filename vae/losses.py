@@ -39,7 +39,7 @@ def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     which we leave out so the numbers compare with the literature's MNIST figures.
     """
     # BCE-with-logits written out, max(l, 0) - l x + log(1 + e^-|l|): the same value, but this
-    # CPU build of torch does not vectorise log1p (bench/README.md: ~8% of a training epoch)
+    # CPU build of torch does not vectorise log1p (bench/README.md, "Figures behind the code")
     return _per_image(logits.clamp_min(0) - logits * x + torch.log(1 + torch.exp(-logits.abs())))
 
 

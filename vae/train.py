@@ -50,8 +50,8 @@ class TrainConfig:
     # the fastest that supports the model (fused for MLP + Bernoulli models, else autograd)
     backend: str = "auto"
     # "bfloat16": matrix products (and convolutions) on bfloat16 operands, float32 weights,
-    # optimizer and loss (mixed precision). About 2x faster matmuls on CPUs with AVX512-BF16
-    # or AMX and on recent GPUs, much slower on CPUs without them; evaluation stays float32.
+    # optimizer and loss (mixed precision). Faster matmuls on CPUs with AVX512-BF16 or AMX and
+    # on recent GPUs, much slower on CPUs without them (bench/README.md); evaluation stays float32.
     precision: str = "float32"
 
     def __post_init__(self) -> None:
@@ -210,7 +210,7 @@ class Trainer:
                                       distributed=self.dist) for name, m in self.models.items()}
         world = self.dist.world_size
         train = self.data.train
-        # the whole split, resident, one row per image: index_select on rows is ~15x faster than
+        # the whole split, resident, one row per image: index_select on rows is much faster than
         # indexing the 4-D tensor (bench/README.md)
         rows = train.images.to(self.device).flatten(1)
         steps_per_epoch = math.ceil(math.ceil(len(train) / world) / (cfg.batch_size // world))
