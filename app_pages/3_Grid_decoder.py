@@ -6,7 +6,7 @@ import streamlit as st
 from ui import lesson, live_decode, maps, scores, state
 from ui.style import MODEL_LABELS
 from vae.errors import LatentExplorerError
-from vae.latent import nearest_indices
+from vae.neighbours import nearest
 from vae.lesson import claims, default_view
 
 st.set_page_config(page_title="Grid decoder · Latent Explorer", page_icon="🧭", layout="wide")
@@ -202,8 +202,8 @@ else:
     for col, kind in zip(out, lmap.kinds):
         with col:
             decoded = maps.decode_map_points(lmap, kind, models[kind].model, [click["point"]])[0]
-            near = nearest_indices(lmap.points[kind], click["point"], k=5)
-            dist = float(((lmap.points[kind][near[0]] - click["point"]) ** 2).sum() ** 0.5)
+            dists, near = nearest(lmap.points[kind], [click["point"]], k=5)
+            dist, near = float(dists[0, 0]), near[0]
             mark = " (clicked)" if kind == click["kind"] else " (same place)"
             st.image(maps.enlarge(decoded, 224), width=224, caption=f"{MODEL_LABELS[kind]}{mark}: decoded")
             for p in judge_files:

@@ -18,8 +18,7 @@ import streamlit as st
 from PIL import Image
 
 from vae import lesson as L
-from vae.latent import decode_points, image_grid, interpolate, sample_prior
-from vae.metrics import encode_means
+from vae.latent import decode_points, encode_means, image_grid, interpolate, sample_prior
 
 from . import lesson, maps
 from .style import MODEL_COLORS, MODEL_LABELS

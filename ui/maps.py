@@ -29,7 +29,7 @@ from plotly.colors import qualitative
 
 from vae.data import ImageSplit
 from vae.errors import ConfigError, LatentExplorerError
-from vae.latent import image_grid
+from vae.latent import image_grid, to_uint8
 from vae.maps import (UMAP_INVERSE_GRID, GridSpec, LatentMap, build_latent_map, data_id, decode_map_points,
                       largest_gap, map_csv, map_key, projection_key, recognised_share, sample_indices, zoomed_limits)
 from vae.models import Autoencoder
@@ -467,7 +467,7 @@ def clickable_map(image: np.ndarray, key: str, photo: bool = False) -> dict | No
     """Show the map image; returns the last click {x, y, width, height, unix_time} or None.
 
     The image travels as a data URL on every rerun: a map painted with decoded tiles (photo)
-    goes as JPEG (~1 ms to encode, ~130 kB), a plain one as PNG (~10 ms, ~80 kB, crisp dots)."""
+    goes as JPEG (fast to encode), a plain one as PNG (crisp dots; bench/README.md has both's cost)."""
     from streamlit_image_coordinates import streamlit_image_coordinates
 
     return streamlit_image_coordinates(image, key=key, cursor="crosshair", width="content",
@@ -476,16 +476,8 @@ def clickable_map(image: np.ndarray, key: str, photo: bool = False) -> dict | No
 
 
 # --- decoded grids ---------------------------------------------------------------------------
-# The seam for shading the grid: a function from decoded images [n*n, H, W, C] in [0, 1] to
-# per-cell scores [n*n] in [0, 1], turned into render_map_image's cell_shade. The Grid decoder's
-# hole map uses the reference classifier's confidence (`grid_confidence`, then `hole_shade`).
-CellScorer = Callable[[np.ndarray], np.ndarray]
-
-
-
-
-
-
+# A grid's cells are shaded by render_map_image's cell_shade: the Grid decoder's hole map uses the
+# reference classifier's confidence (`grid_confidence`, then `hole_shade`).
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
@@ -592,9 +584,7 @@ def _gray_to_rgb(image: np.ndarray) -> np.ndarray:
 
 def enlarge(image: np.ndarray, size: int = 196) -> Image.Image:
     """One image [H, W, C] (float in [0, 1] or uint8) as a PIL image, scaled up with sharp pixels."""
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8:
-        arr = np.round(np.clip(arr, 0, 1) * 255).astype(np.uint8)
+    arr = to_uint8(image)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     img = Image.fromarray(arr)
@@ -604,7 +594,8 @@ def enlarge(image: np.ndarray, size: int = 196) -> Image.Image:
 
 def split_images(split: ImageSplit, indices) -> np.ndarray:
     """uint8 [M, H, W, C] test images by test-split index."""
-    # numpy indexing of the shared tensor's memory: torch's index kernel takes ~15 ms for 5 rows here
+    # numpy indexing of the shared tensor's memory: torch's index kernel is far slower for a few rows
+    # (bench/README.md, "Figures behind the code")
     return split.images.numpy()[np.asarray(indices, dtype=np.int64)].transpose(0, 2, 3, 1)
 
 
@@ -637,7 +628,7 @@ def decoded_grid_png(map_key: str, kind: str, n: int, xlim: tuple, ylim: tuple, 
 
 __all__ = [
     "UMAP_INVERSE_GRID", "zoomed_limits", "data_id", "map_key", "projection_key",
-    "CONFIDENT", "CellScorer", "GridSpec", "LatentMap", "MapCanvas", "build_latent_map", "click_to_data",
+    "CONFIDENT", "GridSpec", "LatentMap", "MapCanvas", "build_latent_map", "click_to_data",
     "clickable_map", "decoded_grid_png", "grid_confidence", "hole_legend", "hole_shade", "largest_gap", "map_csv",
     "recognised_share", "tint_tiles",
     "decode_map_points", "decoded_grid", "draw_click_marker", "enlarge", "grid_png", "latent_map", "map_controls",

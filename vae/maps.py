@@ -26,6 +26,7 @@ from scipy.stats import norm
 from .data import ImageSplit
 from .latent import Codes, decode_points, encode_split, gaussian_grid_2d, grid_points_2d, padded_limits
 from .models import Autoencoder
+from .neighbours import nearest
 from .projections import (Projection, ProjectionCache, ProjectionError, SimilarityTransform, make_projection,
                           procrustes_align)
 
@@ -308,5 +309,5 @@ def largest_gap(points: np.ndarray, xlim=None, ylim=None, n: int = 48, quantile:
     if xlim is not None and ylim is not None:
         lo, hi = np.maximum(lo, [xlim[0], ylim[0]]), np.minimum(hi, [xlim[1], ylim[1]])
     grid = grid_points_2d((lo[0], hi[0]), (lo[1], hi[1]), n).astype(np.float64)
-    d2 = (grid ** 2).sum(1)[:, None] - 2 * grid @ p.T + (p ** 2).sum(1)[None, :]
-    return tuple(float(v) for v in grid[int(np.argmax(d2.min(axis=1)))])
+    dist, _ = nearest(p, grid, 1)
+    return tuple(float(v) for v in grid[int(np.argmax(dist[:, 0]))])

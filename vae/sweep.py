@@ -16,10 +16,10 @@ import numpy as np
 
 from .checkpoint import read_metadata
 from .errors import CheckpointError, ConfigError
-from .latent import decode_points, encode_split, grid_points_2d, sample_prior
+from .latent import decode_points, encode_means, encode_split, grid_points_2d, sample_prior
 from .lesson import judge_images, prior_sample_images
 from .maps import sample_indices
-from .metrics import active_units, encode_means
+from .metrics import active_units
 from .models import Autoencoder
 from .projections import make_projection
 from .train import make_pair
