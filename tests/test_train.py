@@ -158,3 +158,12 @@ def test_the_largest_seeds_train_and_small_seeds_keep_their_streams(blobs):
     # the seeds that fitted before are the seeds drawn now: old runs resume onto the same streams
     assert epoch_seed(3, 2, NOISE_STREAM) == 3 * 100_019 + 2 and epoch_seed(3, 2, ORDER_STREAM) == 3 * 100_003 + 2
     assert epoch_seed(2**62, 0, NOISE_STREAM) != epoch_seed(2**62 + 1, 0, NOISE_STREAM)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: on the CPU the models never leave it")
+def test_fit_trains_on_the_gpu_and_puts_the_models_back(blobs):
+    # found on an H200: fit() left the models on CUDA, so encoding the caller's CPU images failed
+    models = tiny_pair(latent_dim=2)
+    Trainer(models, blobs, TrainConfig(epochs=1, batch_size=32, device="cuda")).fit()
+    assert {p.device.type for m in models.values() for p in m.parameters()} == {"cpu"}
+    models["vae"].encode(models["vae"].preprocess(blobs.test.images))

@@ -145,6 +145,9 @@ class Trainer:
         self.out = {k: Path(v) for k, v in (out or {}).items()}
         self.save_optimizer = save_optimizer  # False: smaller files that cannot resume exactly
         self.device = pick_device(config.device)
+        # where each model came from: fit() trains them on self.device and puts them back, so that
+        # code using them after training (on the CPU tensors it has) works on a GPU machine too
+        self._home = {name: next(m.parameters()).device for name, m in models.items()}
         self.history: dict[str, list] = {name: [] for name in models}
         self.start_epoch, self.start_batch = 0, 0  # a resume starts here: epochs done, then batches done
         self._resume_state: dict[str, dict] = {}  # name -> the trainer_state a mid-epoch stop saved
@@ -206,6 +209,8 @@ class Trainer:
             torch.set_num_threads(cfg.num_threads)
         with _GLOBAL_RNG_LOCK:  # not while another thread builds a seeded model (make_pair)
             torch.manual_seed(cfg.seed)
+        for m in self.models.values():
+            m.to(self.device)  # a second fit() after the first put them back
         self.steps = {name: make_step(m, self.optimizers[name], self.backends[name], precision=cfg.precision,
                                       distributed=self.dist) for name, m in self.models.items()}
         world = self.dist.world_size
@@ -244,6 +249,8 @@ class Trainer:
         progress = replace(progress, phase=phase, eta_s=0.0)
         for cb in self.callbacks:
             cb.on_train_end(progress)
+        for name, m in self.models.items():
+            m.to(self._home[name])
         return TrainResult(progress, stopped, checkpoints, self.history, self._clock.elapsed())
 
     def _epoch_start(self, epoch: int) -> tuple[tuple, torch.Generator, dict, int]:
