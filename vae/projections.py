@@ -437,7 +437,7 @@ class ProjectionCache:
 
     def path_for(self, key_parts: dict) -> Path:
         prefix = str(key_parts.get("method", "projection"))
-        return self.directory / f"{prefix}-{hashlib.sha256(_key_json(key_parts).encode()).hexdigest()[:24]}.npz"
+        return self.directory / f"{prefix}-{hashlib.sha256(key_json(key_parts).encode()).hexdigest()[:24]}.npz"
 
     def get_or_compute(self, key_parts: dict, compute_fn: Callable[[], Projection]) -> Projection:
         """The cached projection for key_parts, or compute_fn()'s (a fitted projection), saved.
@@ -460,7 +460,7 @@ class ProjectionCache:
         try:
             with np.load(path, allow_pickle=False) as f:
                 arrays = {name: f[name] for name in f.files}
-            if str(arrays.pop("key_json")) != _key_json(key_parts):
+            if str(arrays.pop("key_json")) != key_json(key_parts):
                 return None
             cls = PROJECTIONS[str(arrays.pop("method"))]
             params = json.loads(str(arrays.pop("params_json")))
@@ -471,20 +471,27 @@ class ProjectionCache:
     def save(self, path: Path, key_parts: dict, proj: Projection) -> None:
         proj._check_fitted()
         arrays = {f"state_{k}": np.asarray(v) for k, v in proj._state().items()}
-        arrays.update(key_json=np.array(_key_json(key_parts)), method=np.array(proj.method),
+        arrays.update(key_json=np.array(key_json(key_parts)), method=np.array(proj.method),
                       params_json=np.array(json.dumps(proj._params())))
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=path.stem, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)  # atomic: a reader sees the old file or the whole new one
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_npz_atomic(path, arrays)
 
 
-def _key_json(key_parts: dict) -> str:
+def write_npz_atomic(path: Path, arrays: dict) -> None:
+    """np.savez to `path` through a temporary file: a reader (another session, another server on
+    the same folder) sees the old file or the whole new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def key_json(key_parts: dict) -> str:
+    """A cache key as canonical JSON: the same parts, the same string, whatever their order."""
     try:
         return json.dumps(key_parts, sort_keys=True, separators=(",", ":"))
     except TypeError as err:
@@ -494,5 +501,5 @@ def _key_json(key_parts: dict) -> str:
 __all__ = [
     "IdentityProjection", "PCAProjection", "PROJECTIONS", "Projection", "ProjectionCache", "ProjectionError",
     "SimilarityTransform", "TSNEProjection", "UMAPProjection", "available_methods", "file_sha256",
-    "make_projection", "procrustes_align",
+    "key_json", "make_projection", "procrustes_align", "write_npz_atomic",
 ]
