@@ -226,7 +226,7 @@ def lesson_html(title: str, steps: list[Step]) -> str:
         parts.append("<section>" + "\n".join(body) + "</section>")
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto;font-size:20px}"
              ".s{font-size:24px}figure{display:inline-block;margin:8px}img{image-rendering:pixelated}"
-             "section{border-bottom:1px solid #ccc;padding:12px 0}.f{color:#333;font-size:24px;margin:12px 0}")
+             "section{border-bottom:1px solid #ccc;padding:12px 0}.f{color:#333;font-size:24px;margin:12px 0}math{font-family:math}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{''.join(parts)}</body></html>")
 
