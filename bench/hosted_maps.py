@@ -106,9 +106,7 @@ async def heavy_request(url: str, pair: str, method: str, labels: dict, timeout_
         slider = WidgetState(id=page.widgets["Test images on the map"][0], string_array_value=StringArray(data=["5,000"]))
         await s.run_page("Latent map", "Latent_map", [slider])  # PCA at 5,000: quick, and the size is kept
         runs, start = [], time.perf_counter()
-        from ui.maps import METHOD_NAMES
-
-        page = await s.select(page, "Map projection", METHOD_NAMES[method], "Latent_map", timeout_s=timeout_s)
+        page = await s.select(page, "Map projection", labels[method], "Latent_map", timeout_s=timeout_s)
         runs.append(page.seconds)
         while not any(r in page.text() for r in READY):
             if time.perf_counter() - start > timeout_s:
@@ -133,7 +131,12 @@ async def drive(url: str, memory: Memory, args) -> None:
     from bench.streamlit_client import StreamlitSession
     from vae import catalog
 
-    labels = {p.name: p.label for p in catalog.find_pairs([ROOT / "checkpoints"])[0]}
+    import streamlit.logger
+
+    streamlit.logger.set_log_level("error")  # ui.maps outside a server: no "no runtime" warnings
+    from ui.maps import METHOD_NAMES
+
+    labels = {p.name: p.label for p in catalog.find_pairs([ROOT / "checkpoints"])[0]} | METHOD_NAMES
     async with StreamlitSession(url) as s:  # warm-up: imports, models, data, a PCA map
         await s.run_page("Latent map", "Latent_map", timeout_s=300)
         idle = [(await s.run_page("Home", "")).seconds for _ in range(5)]

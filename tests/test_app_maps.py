@@ -395,7 +395,7 @@ def wait_for_fits(timeout_s: float = 120, errors: bool = False) -> None:
 
     fits = map_fits.queue()
     deadline = time.monotonic() + timeout_s
-    while any(not f.finished for f in list(fits._fits.values())):
+    while fits.pending():
         assert time.monotonic() < deadline, "the map fit did not finish"
         time.sleep(0.2)
     assert errors or not [f.error for f in fits._fits.values() if f.error]
@@ -439,7 +439,7 @@ def test_a_failed_fit_says_so_without_internals_when_hosted_and_can_be_retried(a
     at = AppTest.from_file(ROOT / PAGES[0], default_timeout=120)
     at.session_state["pair_name"], at.session_state["maps_method"], at.session_state["maps_sample"] = "tiny8d", "tsne", 500
     at.run()
-    assert [e.value for e in at.error] == ["the t-SNE map of 1,000 images: the map's fit failed (exit status 1)"]
+    assert [e.value for e in at.error] == ["the t-SNE map of 500 images: the map's fit failed (exit status 1)"]
     assert not at.code and not at.expander  # the child's own words (paths, a traceback) stay on the server
     monkeypatch.setattr(map_fits, "fit_in_child", real)  # the next try works
     at.button(key="map_fit_retry").click().run()
