@@ -68,7 +68,7 @@ class Memory:
     def __init__(self, pid: int):
         import psutil
 
-        self.proc, self.peak_own, self.peak_all = psutil.Process(pid), 0.0, 0.0
+        self.proc, self.peak_own, self.peak_all, self.peak_child_uss = psutil.Process(pid), 0.0, 0.0, 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -82,10 +82,14 @@ class Memory:
         while not self._stop.wait(0.2):
             try:
                 own = self.own()
-                kids = sum(c.memory_info().rss for c in self.proc.children(recursive=True)) / 2 ** 20
+                children = self.proc.children(recursive=True)
+                kids = sum(c.memory_info().rss for c in children) / 2 ** 20
+                # USS: a child's own pages; its RSS also counts torch's libraries, shared with the server
+                uss = max((c.memory_full_info().uss for c in children), default=0) / 2 ** 20
             except psutil.Error:
                 continue
             self.peak_own, self.peak_all = max(self.peak_own, own), max(self.peak_all, own + kids)
+            self.peak_child_uss = max(self.peak_child_uss, uss)
 
     def stop(self) -> None:
         self._stop.set()
@@ -162,7 +166,8 @@ async def drive(url: str, memory: Memory, args) -> None:
           f"{max(light) * 1000:.0f} ms over {len(light)} runs ({statistics.median(light) / statistics.median(idle):.1f}x "
           "idle, median)")
     print(f"server RSS: after the warm-up {warm:.0f} MB, peak {memory.peak_own:.0f} MB (with fit processes "
-          f"{memory.peak_all:.0f} MB), after {args.requests} heavy requests {after:.0f} MB ({after - warm:+.0f} MB)")
+          f"{memory.peak_all:.0f} MB; a fit process's own memory (USS) at most {memory.peak_child_uss:.0f} MB), "
+          f"after {args.requests} heavy requests {after:.0f} MB ({after - warm:+.0f} MB)")
 
 
 def server(args) -> int:

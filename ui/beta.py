@@ -61,7 +61,7 @@ def _sha(path) -> str:
 def members(family: sweep.Family) -> tuple[list[sweep.Member], int]:
     """Each member's view, by β, and how many were measured now: a member whose checkpoint, test
     split and judges (by content) were measured before comes from the disk cache (`ui.prebuild`
-    fills it at build time); only the others pay the 2-4 s of measuring, and are saved."""
+    fills it at build time); only the others are measured (a second or so each), and saved."""
     meta = read_metadata(family.members[0][1]).get("dataset", {})
     data = state._data(meta.get("name", ""), meta.get("source", ""), tuple(family.image_shape))
     dkey, judge_paths, cache = data_id(data.name, data.test), _judge_paths(family), member_cache()
