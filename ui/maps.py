@@ -36,7 +36,7 @@ from vae.models import Autoencoder
 from vae.projections import ProjectionCache, available_methods, file_sha256
 
 from .style import MODEL_LABELS
-from . import state
+from . import map_fits, state
 from .scores import EVAL_SETTINGS, judge_confidence, load_judge
 
 CLASS_COLORS = qualitative.T10  # the Train page's palette: a class keeps its colour across pages
@@ -81,7 +81,23 @@ def model_id(path: str, mtime_ns: int) -> str:
 
 
 class MapTooLarge(ConfigError):
-    """A UMAP / t-SNE map, not prebuilt, larger than a hosted server fits in a page run."""
+    """A UMAP / t-SNE map, not prebuilt, larger than a hosted server fits for one visitor."""
+
+
+class MapPending(Exception):
+    """A slow map is being fitted off the page run (`ui.map_fits`): show its progress, not the page."""
+
+    def __init__(self, fit: map_fits.MapFit):
+        super().__init__(fit.what)
+        self.fit = fit
+
+
+class MapFitFailed(LatentExplorerError):
+    """A slow map's fit failed; it is not tried again until a visitor asks (`map_fits.queue().retry`)."""
+
+    def __init__(self, fit: map_fits.MapFit):
+        super().__init__(fit.error)
+        self.fit = fit
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -90,9 +106,11 @@ def _cached_map(key: str, _build: Callable[[], LatentMap]) -> LatentMap:
 
 
 def latent_map(pair, method: str, n: int, seed: int = 0, aligned: bool = True) -> LatentMap:
-    """The pair's LatentMap, shared by every visitor; the first UMAP / t-SNE fit shows a spinner.
+    """The pair's LatentMap, shared by every visitor. A UMAP / t-SNE map not on disk yet is fitted
+    in the server's map queue and MapPending raised meanwhile (one fit per map, whoever asks).
 
-    Raises vae.errors.DatasetError when the pair's data cannot be found."""
+    Raises vae.errors.DatasetError when the pair's data cannot be found; MapTooLarge past the
+    hosted cap; MapFitFailed when the map's fit failed (until `map_fits.queue().retry`)."""
     models = {kind: ckpt.model for kind, ckpt in state.load_pair_models(pair).items()}
     data = state.load_pair_data(pair)
     ids = {kind: model_id(p, Path(p).stat().st_mtime_ns) for kind, p in pair.paths.items()}
@@ -105,19 +123,26 @@ def latent_map(pair, method: str, n: int, seed: int = 0, aligned: bool = True) -
                                 data_key=dkey, cache=cache, aligned=aligned)
 
     key = map_key(ids, dkey, n_used, method, seed, aligned)
-    on_disk = all(cache.path_for(projection_key(i, dkey, n_used, method, seed)).is_file() for i in ids.values())
-    cap = state.settings().max_slow_map_points
-    if method in SLOW_METHODS and not on_disk and cap is not None and n_used > cap:
-        raise MapTooLarge(f"a new {METHOD_NAMES[method].split(' (')[0]} map of {n_used:,} images would hold up this "
-                          f"shared server for a minute or more: choose {cap:,} images or fewer (maps prebuilt for "
-                          "the shipped pairs are served at any size)")
-    if method in SLOW_METHODS and not on_disk:
-        name = "UMAP" if method == "umap" else "t-SNE"
-        extra = (" running UMAP's inverse once on a grid for the grid decoder," if method == "umap" else "")
-        with st.spinner(f"First {name} map of this pair: encoding {n_used:,} test images with each model, fitting "
-                        f"{name} to each model's codes (single-threaded, often 30-90 s),{extra} and saving the result "
-                        f"so that later visits, by anyone, are instant…", show_time=True):
-            return _cached_map(key, build)
+
+    def on_disk_now() -> bool:
+        return all(cache.path_for(projection_key(i, dkey, n_used, method, seed)).is_file() for i in ids.values())
+
+    if method in SLOW_METHODS and not on_disk_now():
+        name = METHOD_NAMES[method].split(" (")[0]
+        cap = state.settings().max_slow_map_points
+        if cap is not None and n_used > cap:
+            raise MapTooLarge(f"a new {name} map of {n_used:,} images would hold this server's one map-fitting slot "
+                              f"for minutes: choose {cap:,} images or fewer (maps prebuilt for the shipped pairs are "
+                              "served at any size)")
+        fit_key = map_key(ids, dkey, n_used, method, seed)  # both frames come from the same two fits
+        fit = map_fits.queue().submit(fit_key, f"the {name} map of {n_used:,} images", lambda f: map_fits.fit_into_cache(
+            f, models, data.test, method, n_used, seed, ids, dkey, cache.directory))
+        if fit.finished and not fit.error and not on_disk_now():
+            fit.error = f"{fit.what}: the fit ended but its result is not in the cache"  # never refit in a page run
+        if fit.error:
+            raise MapFitFailed(fit)
+        if not fit.finished:
+            raise MapPending(fit)
     return _cached_map(key, build)
 
 
@@ -150,15 +175,41 @@ def page_map(pair, models: dict, missing_data: str = "This pair's test images ar
     method, n_points = map_controls(pair.latent_dim, len(data.test))
     aligned = coordinates_control(pair.latent_dim, method, "ae" in pair.paths and "vae" in pair.paths)
     try:
-        lmap = latent_map(pair, method, n_points, aligned=aligned)
-    except MapTooLarge as err:  # hosted: a slow map over the size cap (any client value reaches here)
-        cap = state.settings().max_slow_map_points
-        st.info(f"Showing {cap:,} images: {err}.")
-        lmap, n_points = latent_map(pair, method, cap, aligned=aligned), cap
+        try:
+            lmap = latent_map(pair, method, n_points, aligned=aligned)
+        except MapTooLarge as err:  # hosted: a slow map over the size cap (any client value reaches here)
+            cap = state.settings().max_slow_map_points
+            st.info(f"Showing {cap:,} images: {err}.")
+            lmap, n_points = latent_map(pair, method, cap, aligned=aligned), cap
+    except MapPending as pending:
+        show_pending(pending.fit)
+        st.stop()
+    except MapFitFailed as failed:
+        show_failed_fit(failed.fit)
+        st.stop()
     except LatentExplorerError as err:
         state.show_error(err, f"Could not compute the {method} map")
         st.stop()
     return PageMap(data, method, n_points, lmap)
+
+
+def show_pending(fit: map_fits.MapFit) -> None:
+    """The page in place of a map being fitted: what happens, and its progress (live)."""
+    st.info(f"{fit.what[:1].upper()}{fit.what[1:]} of this pair is not on the server yet, so it is being fitted "
+            "now, in the background (often 20-90 s). It appears here when it is ready, and later visits, by anyone, "
+            "load it at once. Meanwhile you can pick PCA in the sidebar or open another page.")
+    map_fits.fit_progress(fit.key)
+
+
+def show_failed_fit(fit: map_fits.MapFit) -> None:
+    """The fit's failure as a visitor may read it (the process's own words only locally), and a retry."""
+    st.error(state.public(fit.error or ""))
+    if fit.detail and not state.settings().hosted:
+        with st.expander("What the fitting process said"):
+            st.code(fit.detail)
+    if st.button("Try again", key="map_fit_retry"):
+        map_fits.queue().retry(fit.key)
+        st.rerun()
 
 
 def map_controls(latent_dim: int, n_test: int | None = None) -> tuple[str, int]:

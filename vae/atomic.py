@@ -54,4 +54,13 @@ def write_json(path: str | Path, record, mode: int = SHARED, **dumps_kwargs) -> 
     return write_bytes(path, json.dumps(record, **dumps_kwargs).encode(), mode)
 
 
-__all__ = ["PRIVATE", "SHARED", "atomic_path", "write_bytes", "write_json"]
+def write_npz(path: str | Path, arrays: dict, mode: int = SHARED) -> Path:
+    """np.savez of `arrays` (through a file object: np.savez adds ".npz" to names it is given)."""
+    import numpy as np  # here, not at the top: the module's other writers need no numpy
+
+    with atomic_path(path, mode) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    return Path(path)
+
+
+__all__ = ["PRIVATE", "SHARED", "atomic_path", "write_bytes", "write_json", "write_npz"]

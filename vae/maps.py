@@ -203,16 +203,19 @@ def map_key(model_ids: dict, data_key: str, n: int, method: str, seed: int, alig
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
+def fit_projection(method: str, codes: np.ndarray, seed: int) -> Projection:
+    """One model's projection of its codes [N, d], as the maps use it (UMAP with its inverse grid)."""
+    proj = make_projection(method, codes.shape[1], seed=seed).fit(codes)
+    if method == "umap":
+        try:
+            proj.precompute_inverse_grid(*padded_limits(proj.embedding_, 0.15), n=UMAP_INVERSE_GRID)
+        except ProjectionError:
+            proj.inverse = "nearest-code"  # saved with the projection; inverse_note says so
+    return proj
+
+
 def _fitter(method: str, codes: Codes, seed: int) -> Callable[[], Projection]:
-    def fit() -> Projection:
-        proj = make_projection(method, codes.latent_dim, seed=seed).fit(codes)
-        if method == "umap":
-            try:
-                proj.precompute_inverse_grid(*padded_limits(proj.embedding_, 0.15), n=UMAP_INVERSE_GRID)
-            except ProjectionError:
-                proj.inverse = "nearest-code"  # saved with the projection; inverse_note says so
-        return proj
-    return fit
+    return lambda: fit_projection(method, codes.mean, seed)
 
 
 def map_limits(point_sets: list[np.ndarray], prior_centers=(), prior_radius: float = 3.0,

@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from .atomic import SHARED, atomic_path
+from .atomic import write_npz
 from .errors import ConfigError, LatentExplorerError
 from .latent import Codes, grid_points_2d
 from .neighbours import nearest
@@ -425,7 +425,7 @@ class ProjectionCache:
 
     def path_for(self, key_parts: dict) -> Path:
         prefix = str(key_parts.get("method", "projection"))
-        return self.directory / f"{prefix}-{hashlib.sha256(_key_json(key_parts).encode()).hexdigest()[:24]}.npz"
+        return self.directory / f"{prefix}-{hashlib.sha256(key_json(key_parts).encode()).hexdigest()[:24]}.npz"
 
     def get_or_compute(self, key_parts: dict, compute_fn: Callable[[], Projection]) -> Projection:
         """The cached projection for key_parts, or compute_fn()'s (a fitted projection), saved.
@@ -448,7 +448,7 @@ class ProjectionCache:
         try:
             with np.load(path, allow_pickle=False) as f:
                 arrays = {name: f[name] for name in f.files}
-            if str(arrays.pop("key_json")) != _key_json(key_parts):
+            if str(arrays.pop("key_json")) != key_json(key_parts):
                 return None
             cls = PROJECTIONS[str(arrays.pop("method"))]
             params = json.loads(str(arrays.pop("params_json")))
@@ -459,13 +459,13 @@ class ProjectionCache:
     def save(self, path: Path, key_parts: dict, proj: Projection) -> None:
         proj._check_fitted()
         arrays = {f"state_{k}": np.asarray(v) for k, v in proj._state().items()}
-        arrays.update(key_json=np.array(_key_json(key_parts)), method=np.array(proj.method),
+        arrays.update(key_json=np.array(key_json(key_parts)), method=np.array(proj.method),
                       params_json=np.array(json.dumps(proj._params())))
-        with atomic_path(path, SHARED) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no ".npz"
-            np.savez(f, **arrays)
+        write_npz(path, arrays)
 
 
-def _key_json(key_parts: dict) -> str:
+def key_json(key_parts: dict) -> str:
+    """A cache key as canonical JSON: the same parts, the same string, whatever their order."""
     try:
         return json.dumps(key_parts, sort_keys=True, separators=(",", ":"))
     except TypeError as err:
@@ -475,5 +475,5 @@ def _key_json(key_parts: dict) -> str:
 __all__ = [
     "IdentityProjection", "PCAProjection", "PROJECTIONS", "Projection", "ProjectionCache", "ProjectionError",
     "SimilarityTransform", "TSNEProjection", "UMAPProjection", "available_methods", "file_sha256",
-    "make_projection", "procrustes_align",
+    "key_json", "make_projection", "procrustes_align",
 ]
