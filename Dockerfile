@@ -40,9 +40,9 @@ RUN --mount=type=cache,target=/var/cache/pip \
 
 COPY --chown=user . .
 USER user
-# The slow latent maps (UMAP, t-SNE) of the shipped pairs, and the data sets they show, are built
-# into the image, so a fresh or restarted Space opens them at once (a few minutes of build time).
-# Optional: if it fails, the pages fit each map on first use, as they would without it.
-RUN python -m ui.prebuild || echo "ui.prebuild failed: maps will be fitted on first use"
+# The slow latent maps (UMAP, t-SNE) of the shipped pairs, the β dial's measured sweeps, and the
+# data sets they show, are built into the image, so a fresh or restarted Space opens them at once
+# (a few minutes of build time). Optional: if it fails, the pages compute each on first use.
+RUN python -m ui.prebuild || echo "ui.prebuild failed: maps and sweeps will be computed on first use"
 EXPOSE 8501
 CMD ["streamlit", "run", "app.py", "--server.port=8501", "--server.address=0.0.0.0"]

@@ -10,7 +10,7 @@ import streamlit as st
 from ui import images, lesson, live_decode, maps, scores, state
 from ui.style import MODEL_LABELS
 from vae.errors import LatentExplorerError
-from vae.latent import nearest_indices
+from vae.neighbours import nearest
 from vae.lesson import claims, default_view
 
 st.set_page_config(page_title="Grid decoder · Latent Explorer", page_icon="🧭", layout="wide")
@@ -198,8 +198,8 @@ def clicked_location(lmap, models: dict, data, spec, judged: list, click) -> Non
     for col, kind in zip(st.columns(len(lmap.kinds)), lmap.kinds):
         with col:
             decoded = maps.decoded_point(lmap.key, kind, click["point"], lmap, models[kind].model)
-            near = nearest_indices(lmap.points[kind], click["point"], k=5)
-            dist = float(((lmap.points[kind][near[0]] - click["point"]) ** 2).sum() ** 0.5)
+            dists, near = nearest(lmap.points[kind], [click["point"]], k=5)
+            dist, near = float(dists[0, 0]), near[0]
             mark = " (clicked)" if kind == click["kind"] else " (same place)"
             st.image(images.thumbnail_url(f"click|{lmap.key}|{kind}|{click['point']}",
                                           lambda d=decoded: maps.enlarge(d, 224)),

@@ -40,7 +40,8 @@ from ui import maps  # noqa: E402
 from vae.catalog import data_for  # noqa: E402
 from vae.checkpoint import load_checkpoint  # noqa: E402
 from vae.data import ImageSplit  # noqa: E402
-from vae.latent import decode_points, encode_split, nearest_indices  # noqa: E402
+from vae.latent import decode_points, encode_split  # noqa: E402
+from vae.neighbours import nearest_indices  # noqa: E402
 
 MAP_PAGE, GRID_PAGE = "app_pages/2_Latent_map.py", "app_pages/3_Grid_decoder.py"
 MAP_TARGET_S, CLICK_TARGET_S = 2.0, 0.100

@@ -1,13 +1,19 @@
-"""One epoch of the same MNIST VAE trained two ways, in one process, timed side by side.
+"""One epoch of the same MNIST VAE trained several ways, in one process, timed side by side.
 
 (a) reference: the PyTorch example (pytorch/examples vae/main.py): a 784-400-20 VAE, BCE summed
     plus the closed-form KL, Adam lr 1e-3, batch 128, fed by a torchvision Dataset + DataLoader
     + ToTensor (one PIL image per sample), trained by a plain Python loop;
 (b) ours: the same architecture built from `vae.models.ModelConfig` (Bernoulli likelihood)
-    and trained by `vae.train.Trainer`, which draws batches by index from a resident uint8 tensor
-    and computes this model's loss and gradients in one fused autograd node (vae/fused.py):
-    "ours" in float32 (the trainer's default), "ours bf16" with bfloat16 matmuls
-    (`TrainConfig(precision="bfloat16")`, mixed precision) where the CPU runs them natively.
+    and trained by `vae.train.Trainer`, which draws batches by index from a resident uint8 tensor,
+    once per step backend (vae/steps.py): "autograd", "compile" (torch.compile, the noise an
+    input of the graph; skipped, with the reason, where torch.compile cannot run), "fused" (the
+    hand-written gradient, vae/fused.py: what `auto` picks for this model), all float32, and
+    "fused bf16" with bfloat16 matmuls (`TrainConfig(precision="bfloat16")`, mixed precision)
+    where the CPU runs them natively.
+
+steps/s is each side's steady rate: the epoch's steps but its first (where compile compiles)
+and last (a smaller batch, compiled anew), over the time between them; "vs autograd" divides it
+by the autograd side's rate of the same repeat.
 
 All sides start from the same weights, see the same number of images, run on the same number
 of threads, and are scored with the same test loss (-ELBO per image in nats, one posterior
@@ -36,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from vae.data import ImageDataset, load_dataset  # noqa: E402
 from vae.device import has_fast_bfloat16  # noqa: E402
 from vae.models import Autoencoder, ModelConfig  # noqa: E402
+from vae.steps import compile_unavailable  # noqa: E402
 from vae.train import Callback, TrainConfig, Trainer  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
@@ -164,27 +171,34 @@ def our_model_like(ref: ExampleVAE) -> Autoencoder:
     return model
 
 
-class _EvalClock(Callback):
-    """Notes when the trainer finishes the epoch's last step and starts its test evaluation."""
+class _StepClock(Callback):
+    """Notes when the first and the next-to-last step end, and when the test evaluation starts."""
 
     def __init__(self):
-        self.train_end = None
+        self.first = self.before_last = self.train_end = None
+        self.steady_steps = 0
 
     def on_step_end(self, progress):
-        if progress.phase == "eval" and self.train_end is None:
-            self.train_end = time.perf_counter()
+        now = time.perf_counter()
+        if progress.phase == "eval":
+            self.train_end = self.train_end or now
+        elif progress.step == 1:
+            self.first = now
+        elif progress.step == progress.steps_per_epoch - 1:
+            self.before_last, self.steady_steps = now, progress.step - 1
 
 
-def our_epoch(model: Autoencoder, data: ImageDataset, seed: int, threads: int,
-              precision: str) -> tuple[float, float, float]:
-    """One epoch through our Trainer: (train seconds, test -ELBO per image, eval seconds)."""
-    clock = _EvalClock()
+def our_epoch(model: Autoencoder, data: ImageDataset, seed: int, threads: int, backend: str,
+              precision: str) -> "Run":
+    """One epoch through our Trainer with one step backend."""
+    clock = _StepClock()
     config = TrainConfig(epochs=1, batch_size=BATCH_SIZE, lr=LR, seed=seed, num_threads=threads,
-                         eval_batch_size=1000, device="cpu", precision=precision)
+                         eval_batch_size=1000, device="cpu", precision=precision, backend=backend)
     start = time.perf_counter()
     result = Trainer({"vae": model}, data, config, callbacks=[clock]).fit()
     end = time.perf_counter()
-    return clock.train_end - start, result.history["vae"][0]["test"]["neg_elbo"], end - clock.train_end
+    return Run(clock.train_end - start, result.history["vae"][0]["test"]["neg_elbo"], end - clock.train_end,
+               steps_per_s=clock.steady_steps / (clock.before_last - clock.first), first_step_s=clock.first - start)
 
 
 # --- the machine's matmul peak and our epoch's FLOPs ----------------------------------------
@@ -243,6 +257,8 @@ class Run:
     train_s: float  # one training epoch, data loading included
     test_loss: float  # -ELBO per test image, nats
     eval_s: float
+    steps_per_s: float = math.nan  # ours: the steady rate (first and last step left out)
+    first_step_s: float = math.nan  # ours: from fit() to the end of the first step (compiling, for compile)
 
 
 def run_reference(train_set, test_set, seed: int) -> Run:
@@ -252,14 +268,16 @@ def run_reference(train_set, test_set, seed: int) -> Run:
     return Run(train_s, *reference_test(model, test_set, seed))
 
 
-def run_ours(data: ImageDataset, seed: int, threads: int, precision: str) -> Run:
+def run_ours(data: ImageDataset, seed: int, threads: int, side: str) -> Run:
     torch.manual_seed(seed)
     model = our_model_like(ExampleVAE())  # the reference's initial weights, same seed
-    return Run(*our_epoch(model, data, seed, threads, precision))
+    return our_epoch(model, data, seed, threads, *OURS[side])
 
 
-# our sides: the Trainer in float32 (its default) and with bfloat16 matmuls (mixed precision)
-OURS = {"ours": "float32", "ours bf16": "bfloat16"}
+# our sides: the Trainer with each step backend in float32, and the fused one with bfloat16
+# matmuls (mixed precision): side -> (backend, precision)
+OURS = {"autograd": ("autograd", "float32"), "compile": ("compile", "float32"), "fused": ("fused", "float32"),
+        "fused bf16": ("fused", "bfloat16")}
 
 
 def compare(args, data: ImageDataset, ref_train, ref_test) -> dict[str, list]:
@@ -271,9 +289,10 @@ def compare(args, data: ImageDataset, ref_train, ref_test) -> dict[str, list]:
             if side == "reference":
                 run = run_reference(ref_train, ref_test, args.seed)
             else:
-                run = run_ours(data, args.seed, args.threads, OURS[side])
+                run = run_ours(data, args.seed, args.threads, side)
             out[side].append(run)
-            print(f"  repeat {r + 1}/{args.repeats} {side:9s} {run.train_s:6.2f} s/epoch  "
+            rate = "" if math.isnan(run.steps_per_s) else f"  {run.steps_per_s:6.1f} steps/s"
+            print(f"  repeat {r + 1}/{args.repeats} {side:10s} {run.train_s:6.2f} s/epoch{rate}  "
                   f"test {run.test_loss:.2f} nats", flush=True)
         out["peak"].append(matmul_peak_gflops())
         floor_s, floor_flops = matmul_floor(ExampleVAE(), len(data.train))
@@ -286,17 +305,26 @@ def print_table(res: dict[str, list], ours: list[str], flops: float, target: flo
     peak, floor = max(res["peak"]), statistics.median(res["floor"])
     sides = ["reference", *ours]
     med = {side: statistics.median(r.train_s for r in res[side]) for side in sides}
-    print(f"\n{'':12s} {'s/epoch':>8s} {'(min..max)':>14s} {'eval s':>7s} {'test -ELBO':>11s} "
-          f"{'GFLOP/s':>8s} {'of peak':>8s}")
+    print(f"\n{'':12s} {'s/epoch':>8s} {'(min..max)':>14s} {'steps/s':>8s} {'vs autograd':>11s} "
+          f"{'1st step s':>10s} {'eval s':>7s} {'test -ELBO':>11s} {'GFLOP/s':>8s} {'of peak':>8s}")
     for side in sides:
         times = [r.train_s for r in res[side]]
         rate = flops / med[side] / 1e9
+        steps = statistics.median(r.steps_per_s for r in res[side])
+        vs = _vs_autograd(res, side)
         print(f"{side:12s} {med[side]:8.2f} {f'({min(times):.2f}..{max(times):.2f})':>14s} "
+              f"{_num(steps, 8, 1)} {_num(statistics.median(vs) if vs else math.nan, 11, 3)} "
+              f"{_num(statistics.median(r.first_step_s for r in res[side]), 10, 2)} "
               f"{statistics.median(r.eval_s for r in res[side]):7.2f} {res[side][0].test_loss:11.2f} "
               f"{rate:8.1f} {rate / peak:8.1%}")
     rate = res["floor_flops"][0] / floor / 1e9  # its own FLOPs: no input gradient for the first layer
-    print(f"{'matmuls only':12s} {floor:8.2f} {'':>14s} {'':>7s} {'':>11s} {rate:8.1f} {rate / peak:8.1%}")
-    print("(of peak: against the float32 peak, also for bf16, whose matmuls can beat it)\n")
+    print(f"{'matmuls only':12s} {floor:8.2f} {'':>14s} {'':>8s} {'':>11s} {'':>10s} {'':>7s} {'':>11s} "
+          f"{rate:8.1f} {rate / peak:8.1%}")
+    print("(of peak: against the float32 peak, also for bf16, whose matmuls can beat it; vs autograd: "
+          "steps/s over the autograd side's in the same repeat, median)\n")
+    for side in ours:
+        if side != "autograd" and _vs_autograd(res, side):
+            print(f"{side} / autograd steps/s: per repeat {', '.join(f'{x:.3f}' for x in _vs_autograd(res, side))}")
     ref_loss = res["reference"][0].test_loss
     for side in ours:
         ratios = [o.train_s / r.train_s for o, r in zip(res[side], res["reference"])]
@@ -304,13 +332,22 @@ def print_table(res: dict[str, list], ours: list[str], flops: float, target: flo
         loss = res[side][0].test_loss
         same_loss = abs(loss / ref_loss - 1) <= 0.01
         verdict = "met" if ratio <= target and same_loss else "NOT met"
-        print(f"{side} ({OURS[side]}) / reference time: {ratio:.3f} (ratio of medians; per repeat "
+        print(f"{side} ({'/'.join(OURS[side])}) / reference time: {ratio:.3f} (ratio of medians; per repeat "
               f"{', '.join(f'{x:.3f}' for x in ratios)}); test loss {loss - ref_loss:+.2f} nats "
               f"({loss / ref_loss - 1:+.2%}, within 1%: {'yes' if same_loss else 'NO'}); "
               f"target <= {target:.2f} at the same loss: {verdict}")
     floors = [f / r.train_s for f, r in zip(res["floor"], res["reference"])]
     print(f"matmuls only / reference: {floor / med['reference']:.3f} (per repeat "
           f"{', '.join(f'{x:.3f}' for x in floors)}): the float32 floor for any loop at this thread count")
+
+
+def _vs_autograd(res: dict[str, list], side: str) -> list[float]:
+    """Per repeat: the side's steady steps/s over the autograd side's (empty without autograd)."""
+    return [o.steps_per_s / a.steps_per_s for o, a in zip(res[side], res.get("autograd", []))]
+
+
+def _num(value: float, width: int, digits: int) -> str:
+    return f"{'-':>{width}s}" if math.isnan(value) else f"{value:{width}.{digits}f}"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -322,9 +359,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads for every side (0: torch's default, one per core); on a machine "
                         "busy with other work use 1 (see bench/README.md)")
-    p.add_argument("--precision", choices=["both", "float32", "bfloat16"], default="both",
-                   help="which of our sides to run: the float32 trainer, bfloat16 matmuls, or both "
-                        "(bfloat16 only where the CPU has native bfloat16; see bench/README.md)")
+    p.add_argument("--sides", default=",".join(OURS),
+                   help="which of our sides to run, comma-separated, from " + ", ".join(OURS) + " (default: all; "
+                        "compile only where torch.compile can run, fused bf16 only where the CPU has native "
+                        "bfloat16; see bench/README.md)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--target", type=float, default=0.3, help="the ours/reference time ratio to meet")
     return p.parse_args(argv)
@@ -334,10 +372,16 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    args.ours = [side for side, prec in OURS.items() if args.precision in ("both", prec)]
-    if "ours bf16" in args.ours and not has_fast_bfloat16("cpu"):
-        print("note: this CPU has no native bfloat16 (AVX512-BF16 or AMX): skipping 'ours bf16'")
-        args.ours.remove("ours bf16")
+    args.ours = [side for side in args.sides.split(",") if side]
+    unknown = [side for side in args.ours if side not in OURS]
+    if unknown:
+        raise SystemExit(f"unknown side(s) {unknown}: expected some of {list(OURS)}")
+    if "fused bf16" in args.ours and not has_fast_bfloat16("cpu"):
+        print("note: this CPU has no native bfloat16 (AVX512-BF16 or AMX): skipping 'fused bf16'")
+        args.ours.remove("fused bf16")
+    if "compile" in args.ours and compile_unavailable("cpu"):
+        print(f"note: skipping 'compile': {compile_unavailable('cpu')}")
+        args.ours.remove("compile")
     data, ref_train, ref_test, note = load_mnist(args.data, args.root)
     print(f"data: {note} ({len(data.train):,} train, {len(data.test):,} test images)")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch {BATCH_SIZE}, "

@@ -58,11 +58,11 @@ def main(out: Path, npz: str) -> None:
     rank, data = group.rank, make_blobs_dataset()
     assert group.world_size == 2 and group.backend == "gloo", group
 
-    for name, fused in (("fused", True), ("autograd", False)):
-        models = tiny_pair(batchnorm=not fused)
-        paths = {k: out / f"{name}-{k}.safetensors" for k in ("ae", "vae")}
-        result = Trainer(models, data, TrainConfig(fused=fused, **CONFIG), out=paths, distributed=group).fit()
-        torch.save(state(models, result), out / f"{name}-rank{rank}.pt")
+    for backend in ("fused", "autograd"):
+        models = tiny_pair(batchnorm=backend == "autograd")
+        paths = {k: out / f"{backend}-{k}.safetensors" for k in ("ae", "vae")}
+        result = Trainer(models, data, TrainConfig(backend=backend, **CONFIG), out=paths, distributed=group).fit()
+        torch.save(state(models, result), out / f"{backend}-rank{rank}.pt")
 
     stop = threading.Event()
     paths = {k: out / f"stopped-{k}.safetensors" for k in ("ae", "vae")}

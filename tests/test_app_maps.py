@@ -372,12 +372,77 @@ def test_the_draw_page_says_it_needs_a_28x28_pair(colour_pair_env):
 
 
 def test_a_hosted_server_caps_new_slow_maps_whatever_size_the_client_asks(app_env, monkeypatch):
-    """Issue 19.6: a t-SNE / UMAP fit in a page run is capped on a hosted server (bench/hosted_maps.py
-    measures the default), whatever size the client asks for; the page says so and shows the capped map."""
+    """Issue 19.6: a new t-SNE / UMAP map is capped on a hosted server (bench/hosted_maps.py measures
+    the default), whatever size the client asks for; the page says so and fits the capped map."""
     monkeypatch.setenv("LATENT_EXPLORER_HOSTED", "1")
     monkeypatch.setenv("LATENT_EXPLORER_MAX_SLOW_MAP", "40")
     st.cache_resource.clear()
     at = run_page(PAGES[0], "tiny8d", maps_method="tsne", maps_sample=5000)
-    assert any(i.value.startswith("Showing 40 images: a new t-SNE map of 1,000 images would hold up this shared "
-                                  "server") for i in at.info), [i.value for i in at.info]
+    assert any(i.value.startswith("Showing 40 images: a new t-SNE map of 1,000 images would hold this server's one "
+                                  "map-fitting slot for minutes") for i in at.info), [i.value for i in at.info]
+    wait_for_fits()
     assert len(list((app_env / "cache" / "projections").glob("tsne-*"))) == 2
+    at = run_page(PAGES[0], "tiny8d", maps_method="tsne", maps_sample=5000)
+    assert any("t-SNE (no inverse: nearest code); 40 test images" in c.value for c in at.caption)
+
+
+# --- slow maps off the page run (issue 19.6) ------------------------------------------------------
+def wait_for_fits(timeout_s: float = 120, errors: bool = False) -> None:
+    """Until the server's map queue has nothing queued or running (what the progress fragment waits for)."""
+    import time
+
+    from ui import map_fits
+
+    fits = map_fits.queue()
+    deadline = time.monotonic() + timeout_s
+    while fits.pending():
+        assert time.monotonic() < deadline, "the map fit did not finish"
+        time.sleep(0.2)
+    assert errors or not [f.error for f in fits._fits.values() if f.error]
+
+
+def test_a_new_slow_map_is_fitted_once_off_the_page_run_whoever_asks(app_env, monkeypatch):
+    """The page returns at once with the fit's progress; two visitors asking for the same map start
+    one fit (one child process); once it is on disk the page shows the map."""
+    from ui import map_fits
+
+    children = []
+    real = map_fits.fit_in_child
+    monkeypatch.setattr(map_fits, "fit_in_child", lambda job, on_stage: children.append(job) or real(job, on_stage))
+    first = run_page(PAGES[0], "tiny8d", maps_method="tsne", maps_sample=500)
+    second = run_page(PAGES[0], "tiny8d", maps_method="tsne", maps_sample=500)  # another visitor, meanwhile
+    for at in (first, second):
+        assert not at.get("plotly_chart")  # no map yet, and the page run did not wait for it
+        assert any("is not on the server yet, so it is being fitted now" in i.value for i in at.info)
+        assert at.get("progress")
+    wait_for_fits()
+    assert len(children) == 1
+    at = run_page(PAGES[0], "tiny8d", maps_method="tsne", maps_sample=500)
+    assert len(at.get("plotly_chart")) == 2
+    assert any("loaded from the disk cache" in c.value for c in at.caption)
+
+
+def test_a_failed_fit_says_so_without_internals_when_hosted_and_can_be_retried(app_env, monkeypatch):
+    from ui import map_fits
+    from vae.map_fit import MapFitError
+
+    real = map_fits.fit_in_child
+
+    def broken(job, on_stage):
+        raise MapFitError("the map's fit failed (exit status 1)", "Traceback ... /srv/secret/path.py")
+
+    monkeypatch.setenv("LATENT_EXPLORER_HOSTED", "1")
+    monkeypatch.setattr(map_fits, "fit_in_child", broken)
+    st.cache_resource.clear()
+    run_page(PAGES[0], "tiny8d", maps_method="tsne", maps_sample=500)
+    wait_for_fits(errors=True)
+    at = AppTest.from_file(ROOT / PAGES[0], default_timeout=120)
+    at.session_state["pair_name"], at.session_state["maps_method"], at.session_state["maps_sample"] = "tiny8d", "tsne", 500
+    at.run()
+    assert [e.value for e in at.error] == ["the t-SNE map of 500 images: the map's fit failed (exit status 1)"]
+    assert not at.code and not at.expander  # the child's own words (paths, a traceback) stay on the server
+    monkeypatch.setattr(map_fits, "fit_in_child", real)  # the next try works
+    at.button(key="map_fit_retry").click().run()
+    assert any("is being fitted now" in i.value for i in at.info)
+    wait_for_fits()
+    assert len(at.run().get("plotly_chart")) == 2

@@ -95,3 +95,67 @@ def test_the_shipped_sweeps_match_their_table():
             prior = prior_sample_images(ck.model)
             for judge, stated in zip(judges, (cnn, mlp)):
                 assert judge_images(judge, prior).recognised == pytest.approx(float(stated), abs=0.0015)
+
+
+def test_a_member_round_trips_through_its_disk_cache_and_only_its_own_key_finds_it(tmp_path):
+    import numpy as np
+
+    from vae.sweep import Member, MemberCache, member_key
+
+    rng = np.random.default_rng(0)
+    member = Member(0.5, {"recon": 101.5, "kl": 7.25, "active_units": 2.0, "prior_recognised [CNN]": 0.625},
+                    rng.normal(size=(30, 2)).astype(np.float32), rng.integers(0, 3, 30), rng.random((4, 28, 28, 1)),
+                    rng.random((16, 28, 28, 1)), rng.random((2, 28, 28, 1)))
+    cache, key = MemberCache(tmp_path), member_key("a" * 64, "bands/test/120/x", ["j1", "j2"])
+    cache.save(key, member)
+    back = cache.load(key)
+    assert back.beta == 0.5 and back.figures == member.figures
+    for name in ("points", "labels", "grid", "samples", "recons"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(member, name))
+    assert cache.load(member_key("b" * 64, "bands/test/120/x", ["j1", "j2"])) is None  # another checkpoint
+    assert cache.load(member_key("a" * 64, "bands/test/120/x", ["j1"])) is None  # other judges
+    cache.path_for(key).write_bytes(b"torn")
+    assert cache.load(key) is None  # a torn file is a miss, not an error
+
+
+def test_the_dial_is_served_from_the_prebuilt_cache_and_a_changed_checkpoint_is_measured_again(
+        bands_npz, tmp_path, monkeypatch):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    import vae.sweep
+    from ui import beta
+    from ui.prebuild import prebuild_sweeps
+    from vae.checkpoint import save_checkpoint
+
+    shipped = tmp_path / "shipped"
+    assert train_main(["--preset", "mnist-2d", "--data", str(bands_npz), "--epochs", "1", "--batch-size", "64",
+                       "--beta", "0,1,8", "--weights-only", "--out", str(shipped / "tiny")]) == 0
+    monkeypatch.setenv("LATENT_EXPLORER_STATE", str(tmp_path / "state"))
+    monkeypatch.setenv("LATENT_EXPLORER_CHECKPOINTS", str(shipped))
+    monkeypatch.chdir(ROOT)
+    st.cache_resource.clear(), st.cache_data.clear()
+    [line] = prebuild_sweeps()  # what the Dockerfile runs at build time
+    assert re.fullmatch(r"tiny β dial \(3 members\): 3 of 3 measured and saved in [\d.]+ s", line), line
+    real_view, measured = vae.sweep.member_view, []
+
+    def counting_view(ckpt, *args, **kwargs):
+        measured.append(ckpt.config.beta if ckpt.config.variational else 0.0)
+        return real_view(ckpt, *args, **kwargs)
+
+    monkeypatch.setattr(vae.sweep, "member_view", counting_view)
+    st.cache_resource.clear(), st.cache_data.clear()  # a restarted server: only the disk cache is left
+    at = AppTest.from_file(str(ROOT / "app_pages" / "6_Beta_dial.py"), default_timeout=240).run()
+    assert not at.exception and measured == []  # nothing measured: every panel came from the disk
+    assert [m.value for m in at.markdown if m.value.startswith("**β = 0** (the AE)")]
+    assert at.select_slider[0].options == ["0", "1", "8"]
+
+    [family] = beta.families()
+    ckpt = load_checkpoint(family.path(8.0))
+    with torch.no_grad():
+        next(ckpt.model.decoder.parameters()).mul_(0.5)  # a retrained member: other weights, same name
+    save_checkpoint(ckpt, family.path(8.0))
+    st.cache_resource.clear(), st.cache_data.clear()
+    members, count = beta.members(family)
+    assert measured == [8.0] and count == 1  # only the changed checkpoint is measured again
+    assert [m.beta for m in members] == [0.0, 1.0, 8.0]

@@ -26,11 +26,20 @@ def test_cli_trains_with_bfloat16_matmuls_and_records_it(npz_file, tmp_path, cap
     assert load_checkpoint(tmp_path / "m-vae.safetensors").train["precision"] == "bfloat16"
 
 
-def test_cli_autograd_flag_trains_without_the_fused_step(npz_file, tmp_path, capsys):
+@pytest.mark.parametrize("flags,backend", [(["--autograd"], "autograd"), (["--backend", "autograd"], "autograd"),
+                                           ([], "fused")])
+def test_cli_backend_flags_choose_the_step_and_the_checkpoint_records_it(npz_file, tmp_path, capsys, flags, backend):
     code = train_main(["--preset", "mnist-2d", "--data", str(npz_file), "--epochs", "1", "--batch-size", "16",
-                       "--models", "ae", "--autograd", "--out", str(tmp_path / "m")])
+                       "--models", "ae", *flags, "--out", str(tmp_path / "m")])
     assert code == 0 and "done after" in capsys.readouterr().out
-    assert load_checkpoint(tmp_path / "m-ae.safetensors").train["fused"] is False
+    ck = load_checkpoint(tmp_path / "m-ae.safetensors")
+    assert ck.train["backend"] == (backend if flags else "auto") and ck.extra["backend"] == backend
+
+
+def test_cli_says_which_backend_a_model_cannot_take(npz_file, tmp_path, capsys):
+    code = train_main(["--preset", "tutorial-mnist-mlp", "--data", str(npz_file), "--epochs", "1", "--models", "ae",
+                       "--backend", "fused", "--out", str(tmp_path / "m")])
+    assert code != 0 and "backend 'fused' implements MLP models" in capsys.readouterr().err
 
 
 def test_cli_refuses_an_unknown_precision(capsys):

@@ -100,7 +100,7 @@ def test_both_processes_end_with_identical_weights_and_buffers(ddp_run, name):
 
 def _single_process(data, fused: bool) -> tuple[dict, object]:
     models = tiny_pair(batchnorm=not fused)
-    result = Trainer(models, data, TrainConfig(fused=fused, **CONFIG)).fit()
+    result = Trainer(models, data, TrainConfig(backend="fused" if fused else "autograd", **CONFIG)).fit()
     return models, result
 
 

@@ -143,9 +143,9 @@ def _train(**config) -> tuple[dict, Trainer]:
 
 def test_trainer_uses_fused_step_and_trains_like_autograd():
     fused_hist, fused_trainer = _train()
-    plain_hist, plain_trainer = _train(fused=False)
-    assert all(isinstance(fn, fused.FusedLoss) for fn in fused_trainer.loss_fns.values())
-    assert not any(isinstance(fn, fused.FusedLoss) for fn in plain_trainer.loss_fns.values())
+    plain_hist, plain_trainer = _train(backend="autograd")
+    assert all(step.backend == "fused" for step in fused_trainer.steps.values())
+    assert all(step.backend == "autograd" for step in plain_trainer.steps.values())
     for name in ("ae", "vae"):
         for a, b in zip(fused_hist[name], plain_hist[name]):
             for part in ("train", "test"):
@@ -167,9 +167,9 @@ def test_bfloat16_training_lowers_the_loss_and_evaluates_in_float32(preset):
     assert all(p.dtype == torch.float32 for p in trainer.models["vae"].parameters())
 
 
-@pytest.mark.parametrize("bad", [{"precision": "float16"}, {"precision": "bf16"}, {"fused": "yes"},
-                                 {"fused": 1}])
-def test_train_config_refuses_unknown_precision_and_fused_values(bad):
+@pytest.mark.parametrize("bad", [{"precision": "float16"}, {"precision": "bf16"}, {"backend": "yes"},
+                                 {"backend": True}])
+def test_train_config_refuses_unknown_precision_and_backend_values(bad):
     with pytest.raises(ConfigError, match=next(iter(bad))):
         TrainConfig(**bad)
 

@@ -5,8 +5,9 @@ from scipy.stats import norm
 
 from vae.data import ImageSplit
 from vae.errors import ConfigError
-from vae.latent import (Codes, decode_points, encode_split, gaussian_grid_2d, grid_points_2d, image_grid,
-                        interpolate, interpolation_path, nearest_indices, padded_limits, sample_box, sample_prior)
+from vae.latent import (Codes, decode_codes, decode_points, encode_means, encode_split, evaluating, gaussian_grid_2d,
+                        grid_points_2d, image_grid, interpolate, interpolation_path, padded_limits,
+                        sample_box, sample_codes, sample_prior)
 from vae.models import Autoencoder, ModelConfig
 
 
@@ -125,8 +126,32 @@ def test_image_grid_tiles_with_one_pixel_separators():
     assert strip.shape == (2, 4 * 2 + 3, 3)  # one row, no wider than the images
 
 
-def test_nearest_indices_are_sorted_by_distance():
-    points = np.array([[0, 0], [5, 5], [1, 0], [0, 2]], np.float32)
-    np.testing.assert_array_equal(nearest_indices(points, [0.1, 0], k=3), [0, 2, 3])
-    assert nearest_indices(points, [5, 5], k=10).shape == (4,)
-    assert nearest_indices(points, [5, 5], k=1).dtype == np.int64
+def test_box_samples_stay_inside_the_box():
+    codes = torch.tensor([[-1.0, 10.0], [3.0, 12.0], [0.0, 11.0]])
+    z = sample_codes(2, 500, seed=0, source="box", box_codes=codes)
+    assert (z[:, 0] >= -1).all() and (z[:, 0] <= 3).all() and (z[:, 1] >= 10).all() and (z[:, 1] <= 12).all()
+    with pytest.raises(ConfigError, match="box_codes"):
+        sample_codes(2, 5, seed=0, source="box")
+    with pytest.raises(ConfigError, match="source"):
+        sample_codes(2, 5, seed=0, source="grid")
+
+
+def test_the_torch_and_numpy_helpers_are_one_encode_and_one_decode():
+    """The scores (torch, [N, C, H, W]) and the pages (numpy, channels-last) see the same codes and images."""
+    model = tiny_model()
+    images = (torch.rand(7, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    means = encode_means(model, images, batch_size=3)
+    np.testing.assert_array_equal(means.numpy(), encode_split(model, ImageSplit(images, torch.zeros(7).long()), 3).mean)
+    decoded = decode_codes(model, means, batch_size=4)
+    assert decoded.shape == (7, 1, 28, 28)
+    np.testing.assert_array_equal(decoded.permute(0, 2, 3, 1).numpy(), decode_points(model, means.numpy(), 4))
+    assert encode_means(model, images[:0]).shape == (0, 2) and decode_points(model, np.zeros((0, 2))).shape[0] == 0
+
+
+def test_evaluating_puts_the_model_back_in_its_mode_even_after_an_error():
+    model = tiny_model().train()
+    with pytest.raises(RuntimeError), evaluating(model):
+        assert not model.training
+        raise RuntimeError("inside")
+    assert model.training
+

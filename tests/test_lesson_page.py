@@ -101,3 +101,13 @@ def test_the_whole_lesson_is_one_offline_html_file(folder, monkeypatch, tmp_path
     assert "✔" in page.split("<li>y")[1].split("</li>")[0]
     assert not re.search(r"<script[^>]+src=", page)  # plotly.js is inlined, nothing is fetched
     assert len(page) > 1_000_000  # the inlined plotly.js
+    assert "<math " in page and r"\beta" not in page  # the formula as MathML, drawn without a script
+
+
+def test_the_lesson_files_formulas_are_mathml_with_no_raw_latex_left():
+    from ui.lesson_steps import FORMULAS, Step, lesson_html
+
+    page = lesson_html("Lesson", [Step(f"{i}. step", "words", formula=f) for i, f in enumerate(FORMULAS.values())])
+    assert page.count("<math ") == len(FORMULAS) == 7
+    assert not re.findall(r"\\[A-Za-z]+|\\[,;|]", page)  # no \frac, \mathcal, \, left as text
+    assert "&#x003B2;" in page and "<munder>" in page  # β, and the braces under distortion and rate

@@ -115,16 +115,6 @@ def test_class_evenness_extremes():
     assert metrics.class_evenness(torch.arange(50) % 10, 10) == pytest.approx(1.0)
 
 
-def test_box_samples_stay_inside_the_box():
-    codes = torch.tensor([[-1.0, 10.0], [3.0, 12.0], [0.0, 11.0]])
-    z = metrics.sample_codes(2, 500, seed=0, source="box", box_codes=codes)
-    assert (z[:, 0] >= -1).all() and (z[:, 0] <= 3).all() and (z[:, 1] >= 10).all() and (z[:, 1] <= 12).all()
-    with pytest.raises(ConfigError, match="box_codes"):
-        metrics.sample_codes(2, 5, seed=0, source="box")
-    with pytest.raises(ConfigError, match="source"):
-        metrics.sample_codes(2, 5, seed=0, source="grid")
-
-
 def test_completeness_is_reproducible():
     model = tiny_model()
     first = metrics.completeness(model, JUDGE, n=300, seed=5)

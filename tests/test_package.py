@@ -12,14 +12,13 @@ def test_vae_never_imports_streamlit():
     assert out == ["False", "False"]  # umap (numba) is imported only when a UMAP map is asked for
 
 
-def test_no_import_circles_inside_vae():
-    """Walk the package's own imports (module level and inside functions) and look for a cycle.
-    An `if __name__ == "__main__":` block runs only when its file is the program (`python -m
+def import_graph(root) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (module level and inside functions). An
+    `if __name__ == "__main__":` block runs only when its file is the program (`python -m
     vae.train` hands over to vae.cli there), never on import, so it cannot close a circle."""
     import ast
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent / "vae"
+    names = {p.stem for p in root.glob("*.py")}
     graph = {}
     for path in root.glob("*.py"):
         deps = set()
@@ -27,24 +26,47 @@ def test_no_import_circles_inside_vae():
         tree.body = [n for n in tree.body if not (isinstance(n, ast.If) and "__main__" in ast.unparse(n.test))]
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.level == 1:
-                if node.module:
-                    deps.add(node.module.split(".")[0])
-                else:
-                    deps.update(a.name for a in node.names)
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("vae."):
+                deps.update([node.module.split(".")[0]] if node.module else (a.name for a in node.names))
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(root.name + "."):
                 deps.add(node.module.split(".")[1])
-        graph[path.stem] = deps & {p.stem for p in root.glob("*.py")}
+            elif isinstance(node, ast.Import):
+                deps.update(a.name.split(".")[1] for a in node.names if a.name.startswith(root.name + "."))
+        graph[path.stem] = deps & names
+    return graph
 
-    def cycle_from(start, node, seen):
-        for dep in graph.get(node, ()):
+
+def cycles(graph: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Each module that can reach itself, with one path that does."""
+    def path_back(start, node, seen):
+        for dep in sorted(graph.get(node, ())):
             if dep == start:
                 return [node, dep]
             if dep not in seen:
                 seen.add(dep)
-                found = cycle_from(start, dep, seen)
+                found = path_back(start, dep, seen)
                 if found:
                     return [node, *found]
         return None
 
-    cycles = {m: cycle_from(m, m, set()) for m in graph}
-    assert not {m: c for m, c in cycles.items() if c}, "import cycles in vae/"
+    return {m: c for m in graph if (c := path_back(m, m, set()))}
+
+
+def test_no_import_circles_inside_vae():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "vae"
+    assert len(import_graph(root)) > 20  # every module was read
+    assert not cycles(import_graph(root)), "import cycles in vae/"
+
+
+def test_the_cycle_walk_finds_a_circle_through_any_kind_of_import(tmp_path):
+    """The walk above can fail: a package whose a -> b -> c -> a circle closes through a
+    function-level `from . import`, a plain `import pkg.c` and a `from pkg.a import`."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "a.py").write_text("def f():\n    from . import b\n")
+    (pkg / "b.py").write_text("import pkg.c\n")
+    (pkg / "c.py").write_text("from pkg.a import f\n")
+    (pkg / "d.py").write_text("from .a import f\nif __name__ == '__main__':\n    from . import d\n")
+    found = cycles(import_graph(pkg))
+    assert set(found) == {"a", "b", "c"} and found["a"] == ["a", "b", "c", "a"]

@@ -6,6 +6,7 @@ import torch
 
 from vae import Callback, ConfigError, TrainConfig, Trainer, load_checkpoint, make_pair
 from vae.metrics import likelihood_metrics
+from vae.train import NOISE_STREAM, ORDER_STREAM, epoch_seed
 
 
 def tiny_pair(latent_dim=2):
@@ -147,3 +148,22 @@ def test_a_mid_epoch_checkpoint_refuses_a_resume_that_would_draw_other_batches(b
     assert (resume["vae"].epoch, resume["vae"].batches_done) == (0, 3)
     with pytest.raises(ConfigError, match="batch_size 32 \\(now 16\\)"):
         Trainer({"vae": tiny_pair()["vae"]}, blobs, TrainConfig(epochs=2, batch_size=16), resume=resume)
+
+
+def test_the_largest_seeds_train_and_small_seeds_keep_their_streams(blobs):
+    # seed * 100_019 overflowed manual_seed's 64 bits above seed ~1.8e14; TrainConfig takes up to 2**63 - 1
+    for seed in (2**62, 2**63 - 1):
+        r = Trainer({"vae": tiny_pair()["vae"]}, blobs, TrainConfig(epochs=1, batch_size=64, seed=seed)).fit()
+        assert r.progress.phase == "done"
+    # the seeds that fitted before are the seeds drawn now: old runs resume onto the same streams
+    assert epoch_seed(3, 2, NOISE_STREAM) == 3 * 100_019 + 2 and epoch_seed(3, 2, ORDER_STREAM) == 3 * 100_003 + 2
+    assert epoch_seed(2**62, 0, NOISE_STREAM) != epoch_seed(2**62 + 1, 0, NOISE_STREAM)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: on the CPU the models never leave it")
+def test_fit_trains_on_the_gpu_and_puts_the_models_back(blobs):
+    # found on an H200: fit() left the models on CUDA, so encoding the caller's CPU images failed
+    models = tiny_pair(latent_dim=2)
+    Trainer(models, blobs, TrainConfig(epochs=1, batch_size=32, device="cuda")).fit()
+    assert {p.device.type for m in models.values() for p in m.parameters()} == {"cpu"}
+    models["vae"].encode(models["vae"].preprocess(blobs.test.images))

@@ -1,6 +1,6 @@
-"""The β dial's shared, precomputed views: every member of a β sweep measured and drawn once per
-server (and baked into the Space's image by `ui.prebuild`), so moving the slider only swaps
-pictures that already exist."""
+"""The β dial's shared, precomputed views: every member of a β sweep measured once per checkpoint
+content and kept on disk (`ui.prebuild` bakes the shipped sweeps into the Space's image), drawn
+once per server, so moving the slider only swaps pictures that already exist."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,9 +11,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from vae import sweep
+from vae.checkpoint import read_metadata
 from vae.errors import ConfigError
 from vae.evaluate import dataset_key, judge_files
 from vae.latent import image_grid
+from vae.maps import data_id
 
 from . import maps, state
 from .scores import load_judge
@@ -34,29 +36,56 @@ def families() -> list[sweep.Family]:
     return sweep.find_families(state.model_folders())
 
 
-def _judges(family: sweep.Family) -> dict:
-    """name -> judge of the family's data set; none for a data set no judge ships for."""
+def member_cache() -> sweep.MemberCache:
+    return sweep.MemberCache(Path(state.settings().cache_dir) / "beta")
+
+
+def _judge_paths(family: sweep.Family) -> list[Path]:
+    """The judge files of the family's data set; none for a data set no judge ships for."""
     try:
         key = dataset_key(family.dataset, family.image_shape)
     except ConfigError:
-        return {}
-    loaded = [load_judge(str(p), p.stat().st_mtime_ns) for p in judge_files(key, [state.settings().shipped_dir])]
+        return []
+    return judge_files(key, [state.settings().shipped_dir])
+
+
+def _judges(paths: list[Path]) -> dict:
+    loaded = [load_judge(str(p), p.stat().st_mtime_ns) for p in paths]
     return {judge.name.split(" (")[0]: judge for judge in loaded}
 
 
-@st.cache_resource(show_spinner="Measuring and drawing every member of the sweep (once per server)…",
-                   max_entries=4)
+def _sha(path) -> str:
+    return maps.model_id(str(path), Path(path).stat().st_mtime_ns)
+
+
+def members(family: sweep.Family) -> tuple[list[sweep.Member], int]:
+    """Each member's view, by β, and how many were measured now: a member whose checkpoint, test
+    split and judges (by content) were measured before comes from the disk cache (`ui.prebuild`
+    fills it at build time); only the others are measured (a second or so each), and saved."""
+    meta = read_metadata(family.members[0][1]).get("dataset", {})
+    data = state._data(meta.get("name", ""), meta.get("source", ""), tuple(family.image_shape))
+    dkey, judge_paths, cache = data_id(data.name, data.test), _judge_paths(family), member_cache()
+    judge_shas = [_sha(p) for p in judge_paths]
+    out, judges, measured = [], None, 0
+    for _, path in family.members:
+        key = sweep.member_key(_sha(path), dkey, judge_shas)
+        member = cache.load(key)
+        if member is None:
+            judges = _judges(judge_paths) if judges is None else judges  # loaded only if a member is measured
+            member = sweep.member_view(state.load_model(path, Path(path).stat().st_mtime_ns), data.test, judges)
+            cache.save(key, member)
+            measured += 1
+        out.append(member)
+    return out, measured
+
+
+@st.cache_resource(show_spinner="Loading every member of the sweep (measured once per checkpoint, then kept on "
+                                "disk)…", max_entries=4)
 def _panels(key: tuple, _family: sweep.Family) -> list[Panel]:
-    first = state.load_model(_family.members[0][1], Path(_family.members[0][1]).stat().st_mtime_ns)
-    data = state._data(first.dataset.get("name", ""), first.dataset.get("source", ""),
-                       tuple(first.config.image_shape))
-    judges = _judges(_family)
     canvas = maps.MapCanvas((-sweep.VIEW, sweep.VIEW), (-sweep.VIEW, sweep.VIEW), size=MAP_PX)
     axes = ("z1", "z2") if _family.latent_dim == 2 else ("PC 1", "PC 2")
     panels = []
-    for _, path in _family.members:
-        ckpt = state.load_model(path, Path(path).stat().st_mtime_ns)
-        m = sweep.member_view(ckpt, data.test, judges)
+    for m in members(_family)[0]:
         image = maps.render_map_image(canvas, m.points, m.labels, prior_center=(0.0, 0.0), prior_sigmas=(1, 2, 3),
                                       axis_titles=axes)
         panels.append(Panel(m, image, maps.enlarge(image_grid(m.grid, nrow=int(len(m.grid) ** 0.5)), 300),

@@ -102,7 +102,7 @@ def class_rgb(label: int) -> tuple[int, int, int]:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def territory_png(key: str, _verdict: L.Verdict, n: int, classes: tuple) -> bytes:
-    """territory_image as PNG bytes, drawn once per key (450 text labels take ~13 ms to draw)."""
+    """territory_image as PNG bytes, drawn once per key (hundreds of text labels are slow to draw)."""
     import io
 
     buf = io.BytesIO()
@@ -130,7 +130,7 @@ def territory_image(verdict: L.Verdict, n: int, classes, cell: int = 26) -> np.n
 @st.cache_resource(show_spinner=False, max_entries=64)
 def shares_figure(key: str, _verdicts: dict, classes: tuple, title: str, height: int = 260) -> go.Figure:
     """Share of images per class, AE beside VAE, with each model's class entropy in the legend;
-    built once per key (plotly's figure building costs ~20 ms, a large share of a page run).
+    built once per key (plotly's figure building is a large share of a page run; bench/README.md).
     Callers must not change the figure: it is shared."""
     names = [str(c) for c in classes]
     bars = [go.Bar(x=names[: v.num_classes], y=v.shares, name=f"{MODEL_LABELS[kind]}: entropy {v.entropy:.2f} nats",

@@ -3,7 +3,7 @@
 Every step is built from the pair shown (`build_steps`), so each number in a sentence is computed
 on those models; `vae.lesson.claims` decides which sentences may be said. The same steps render
 on the page (`ui` widgets) and into one self-contained HTML file (`lesson_html`) a class can take
-home: images inlined as PNG, Plotly's own JavaScript inlined once, nothing fetched.
+home: images inlined as PNG, Plotly's own JavaScript inlined once, formulas as MathML, nothing fetched.
 """
 from __future__ import annotations
 
@@ -18,11 +18,24 @@ import streamlit as st
 from PIL import Image
 
 from vae import lesson as L
-from vae.latent import decode_points, image_grid, interpolate, sample_prior
-from vae.metrics import encode_means
+from vae.latent import decode_points, encode_means, image_grid, interpolate, sample_prior
 
 from . import lesson, maps
 from .style import MODEL_COLORS, MODEL_LABELS
+
+
+# The tutorial's equations, one per step (LaTeX: st.latex on the page, MathML in the HTML file)
+FORMULAS = {
+    "autoencoder": r"\hat x = \mathrm{dec}(\mathrm{enc}(x)),\qquad \text{AE loss} = -\log p(x \mid z = \mathrm{enc}(x))",
+    "reconstruction": r"-\log p(x\mid z) = -\sum_i \left[x_i \log \hat x_i + (1-x_i)\log(1-\hat x_i)\right]",
+    "prior_sample": r"z \sim \mathcal{N}(0, I) \;\Rightarrow\; \hat x = \mathrm{dec}(z)",
+    "interpolation": r"z(t) = (1-t)\,z_a + t\,z_b,\quad t \in [0, 1]",
+    "kl": r"\mathrm{KL}\big(\mathcal{N}(\mu,\sigma^2)\,\|\,\mathcal{N}(0,1)\big) = "
+          r"\tfrac12\left(\mu^2 + \sigma^2 - \log\sigma^2 - 1\right)",
+    "beta_loss": r"\mathcal{L}_\beta = \mathbb{E}_{q(z|x)}[-\log p(x|z)] + \beta\,\mathrm{KL}(q(z|x)\,\|\,p(z))",
+    "rate_distortion": r"-\mathrm{ELBO} = \underbrace{\mathbb{E}[-\log p(x|z)]}_{\text{distortion}} + "
+                       r"\underbrace{\mathrm{KL}(q\|p)}_{\text{rate}}",
+}
 
 
 @dataclass
@@ -73,7 +86,7 @@ def build_steps(pair, models: dict, data, family_panels=None) -> list[Step]:
         "Top: test images the models never trained on. Below: what the AE and the VAE rebuild.",
         [("test images", _picture(originals, 8, 640)), ("AE", _picture(rebuilt["ae"], 8, 640)),
          ("VAE", _picture(rebuilt["vae"], 8, 640))],
-        formula=r"\hat x = \mathrm{dec}(\mathrm{enc}(x)),\qquad \text{AE loss} = -\log p(x \mid z = \mathrm{enc}(x))")]
+        formula=FORMULAS["autoencoder"])]
     if None not in errors.values():
         better = "AE" if errors["ae"] < errors["vae"] else "VAE"
         steps.append(Step(
@@ -82,7 +95,7 @@ def build_steps(pair, models: dict, data, family_panels=None) -> list[Step]:
             f"nats per image; the {better} is a little sharper. On reconstructions alone you could not tell which "
             "model has the usable code space.",
             [("AE", _picture(rebuilt["ae"], 8, 640)), ("VAE", _picture(rebuilt["vae"], 8, 640))],
-            formula=r"-\log p(x\mid z) = -\sum_i \left[x_i \log \hat x_i + (1-x_i)\log(1-\hat x_i)\right]"))
+            formula=FORMULAS["reconstruction"]))
     steps.append(_predict_step(pair, ae, vae, words))
     steps.append(_continuity_step(ae, vae, test, word))
     steps.append(_completeness_step(pair, models, words))
@@ -105,7 +118,7 @@ def _predict_step(pair, ae, vae, words) -> Step:
                 f"(ln 10 = 2.30 is perfectly even).") if figures else "No judge ships for this data set."
     return Step("3. Predict: pick a random code, decode it", sentence,
                 [(f"{MODEL_LABELS[k]}: 16 codes from N(0, I)", _picture(v, 4, 300)) for k, v in samples.items()],
-                formula=r"z \sim \mathcal{N}(0, I) \;\Rightarrow\; \hat x = \mathrm{dec}(z)",
+                formula=FORMULAS["prior_sample"],
                 question=("We draw random codes z ~ N(0, I) and decode them with each model. What do we get?",
                           options, truth))
 
@@ -131,7 +144,7 @@ def _continuity_step(ae, vae, test, word) -> Step:
                 f"is **{biggest['ae']:.0%}** of the whole change for the AE and **{biggest['vae']:.0%}** for the VAE "
                 f"(10% would be perfectly even): on this path the {MODEL_LABELS[smoother]} morphs more evenly.",
                 [(MODEL_LABELS[k], _picture(v, 10, 800)) for k, v in strips.items()], chart,
-                formula=r"z(t) = (1-t)\,z_a + t\,z_b,\quad t \in [0, 1]")
+                formula=FORMULAS["interpolation"])
 
 
 def _completeness_step(pair, models: dict, words) -> Step:
@@ -161,8 +174,7 @@ def _completeness_step(pair, models: dict, words) -> Step:
         sentence = "On this pair the judges see no clear difference in completeness."
         images = [(MODEL_LABELS[k], Image.open(io.BytesIO(maps.grid_png(t, view.n)))) for k, t in tiles.items()]
     return Step("5. Completeness: is every code meaningful?", sentence, images,
-                formula=r"\mathrm{KL}\big(\mathcal{N}(\mu,\sigma^2)\,\|\,\mathcal{N}(0,1)\big) = "
-                        r"\tfrac12\left(\mu^2 + \sigma^2 - \log\sigma^2 - 1\right)")
+                formula=FORMULAS["kl"])
 
 
 def _beta_steps(panels, errors) -> list[Step]:
@@ -173,16 +185,14 @@ def _beta_steps(panels, errors) -> list[Step]:
     steps = [Step("6. The KL term's role: the β dial",
                   "The loss is *reconstruction + β × KL*. Same nets, data and seed; only β differs. "
                   + " ".join(trends(panels)), pics,
-                  formula=r"\mathcal{L}_\beta = \mathbb{E}_{q(z|x)}[-\log p(x|z)] + \beta\,"
-                          r"\mathrm{KL}(q(z|x)\,\|\,p(z))")]
+                  formula=FORMULAS["beta_loss"])]
     recon = [p.member.figures.get("recon") for p in panels]
     steps.append(Step("7. What the VAE gives up",
                       f"Each β > 0 is one point: more KL (a more informative code) buys less reconstruction error. From "
                       f"β = {panels[0].member.beta:g} to β = {panels[-1].member.beta:g} the error goes from "
                       f"**{recon[0]:.0f}** to **{recon[-1]:.0f}** nats: the price of a usable code space is blur.",
                       chart=rate_distortion(panels, panels[len(panels) // 2].member.beta),
-                      formula=r"-\mathrm{ELBO} = \underbrace{\mathbb{E}[-\log p(x|z)]}_{\text{distortion}} + "
-                              r"\underbrace{\mathrm{KL}(q\|p)}_{\text{rate}}"))
+                      formula=FORMULAS["rate_distortion"]))
     return steps
 
 
@@ -195,7 +205,7 @@ def _png(image) -> str:
 
 
 def lesson_html(title: str, steps: list[Step]) -> str:
-    """The whole lesson as one HTML page that opens offline (Plotly's JS inlined once)."""
+    """The whole lesson as one HTML page that opens offline (Plotly's JS inlined once, formulas as MathML)."""
     parts, plotly_inlined = [], False
     for s in steps:
         body = [f"<h2>{html.escape(s.title)}</h2>", f"<p class='s'>{_md(s.sentence)}</p>"]
@@ -211,13 +221,21 @@ def lesson_html(title: str, steps: list[Step]) -> str:
             body.append(s.chart.to_html(full_html=False, include_plotlyjs=not plotly_inlined))
             plotly_inlined = True
         if s.formula:
-            body.append(f"<pre class='f'>{html.escape(s.formula)}</pre>")
+            body.append(f"<div class='f'>{mathml(s.formula)}</div>")
         parts.append("<section>" + "\n".join(body) + "</section>")
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto;font-size:20px}"
              ".s{font-size:24px}figure{display:inline-block;margin:8px}img{image-rendering:pixelated}"
-             "section{border-bottom:1px solid #ccc;padding:12px 0}.f{color:#555}")
+             "section{border-bottom:1px solid #ccc;padding:12px 0}.f{color:#333;font-size:24px;margin:12px 0}math{font-family:math}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{''.join(parts)}</body></html>")
+
+
+def mathml(latex: str) -> str:
+    """A formula as MathML, which browsers draw themselves (Chromium and Firefox: MathML Core):
+    the file needs no script and no network to show it."""
+    from latex2mathml.converter import convert
+
+    return convert(latex, display="block")
 
 
 def _md(text: str) -> str:

@@ -30,7 +30,7 @@ from plotly.colors import qualitative
 
 from vae.data import ImageSplit
 from vae.errors import ConfigError, LatentExplorerError
-from vae.latent import image_grid
+from vae.latent import image_grid, to_uint8
 from vae.maps import (UMAP_INVERSE_GRID, GridSpec, LatentMap, build_latent_map, data_id, decode_map_points,
                       largest_gap, map_csv, map_key, projection_key, recognised_share, sample_indices, zoomed_limits)
 from vae.models import Autoencoder
@@ -38,7 +38,7 @@ from vae.projections import ProjectionCache, available_methods, file_sha256
 
 from .images import Encoded
 from .style import MODEL_LABELS
-from . import state
+from . import map_fits, state
 from .scores import EVAL_SETTINGS, judge_confidence, load_judge
 
 CLASS_COLORS = qualitative.T10  # the Train page's palette: a class keeps its colour across pages
@@ -83,7 +83,23 @@ def model_id(path: str, mtime_ns: int) -> str:
 
 
 class MapTooLarge(ConfigError):
-    """A UMAP / t-SNE map, not prebuilt, larger than a hosted server fits in a page run."""
+    """A UMAP / t-SNE map, not prebuilt, larger than a hosted server fits for one visitor."""
+
+
+class MapPending(Exception):
+    """A slow map is being fitted off the page run (`ui.map_fits`): show its progress, not the page."""
+
+    def __init__(self, fit: map_fits.MapFit):
+        super().__init__(fit.what)
+        self.fit = fit
+
+
+class MapFitFailed(LatentExplorerError):
+    """A slow map's fit failed; it is not tried again until a visitor asks (`map_fits.queue().retry`)."""
+
+    def __init__(self, fit: map_fits.MapFit):
+        super().__init__(fit.error)
+        self.fit = fit
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -92,9 +108,11 @@ def _cached_map(key: str, _build: Callable[[], LatentMap]) -> LatentMap:
 
 
 def latent_map(pair, method: str, n: int, seed: int = 0, aligned: bool = True) -> LatentMap:
-    """The pair's LatentMap, shared by every visitor; the first UMAP / t-SNE fit shows a spinner.
+    """The pair's LatentMap, shared by every visitor. A UMAP / t-SNE map not on disk yet is fitted
+    in the server's map queue and MapPending raised meanwhile (one fit per map, whoever asks).
 
-    Raises vae.errors.DatasetError when the pair's data cannot be found."""
+    Raises vae.errors.DatasetError when the pair's data cannot be found; MapTooLarge past the
+    hosted cap; MapFitFailed when the map's fit failed (until `map_fits.queue().retry`)."""
     models = {kind: ckpt.model for kind, ckpt in state.load_pair_models(pair).items()}
     data = state.load_pair_data(pair)
     ids = {kind: model_id(p, Path(p).stat().st_mtime_ns) for kind, p in pair.paths.items()}
@@ -107,19 +125,26 @@ def latent_map(pair, method: str, n: int, seed: int = 0, aligned: bool = True) -
                                 data_key=dkey, cache=cache, aligned=aligned)
 
     key = map_key(ids, dkey, n_used, method, seed, aligned)
-    on_disk = all(cache.path_for(projection_key(i, dkey, n_used, method, seed)).is_file() for i in ids.values())
-    cap = state.settings().max_slow_map_points
-    if method in SLOW_METHODS and not on_disk and cap is not None and n_used > cap:
-        raise MapTooLarge(f"a new {METHOD_NAMES[method].split(' (')[0]} map of {n_used:,} images would hold up this "
-                          f"shared server for a minute or more: choose {cap:,} images or fewer (maps prebuilt for "
-                          "the shipped pairs are served at any size)")
-    if method in SLOW_METHODS and not on_disk:
-        name = "UMAP" if method == "umap" else "t-SNE"
-        extra = (" running UMAP's inverse once on a grid for the grid decoder," if method == "umap" else "")
-        with st.spinner(f"First {name} map of this pair: encoding {n_used:,} test images with each model, fitting "
-                        f"{name} to each model's codes (single-threaded, often 30-90 s),{extra} and saving the result "
-                        f"so that later visits, by anyone, are instant…", show_time=True):
-            return _cached_map(key, build)
+
+    def on_disk_now() -> bool:
+        return all(cache.path_for(projection_key(i, dkey, n_used, method, seed)).is_file() for i in ids.values())
+
+    if method in SLOW_METHODS and not on_disk_now():
+        name = METHOD_NAMES[method].split(" (")[0]
+        cap = state.settings().max_slow_map_points
+        if cap is not None and n_used > cap:
+            raise MapTooLarge(f"a new {name} map of {n_used:,} images would hold this server's one map-fitting slot "
+                              f"for minutes: choose {cap:,} images or fewer (maps prebuilt for the shipped pairs are "
+                              "served at any size)")
+        fit_key = map_key(ids, dkey, n_used, method, seed)  # both frames come from the same two fits
+        fit = map_fits.queue().submit(fit_key, f"the {name} map of {n_used:,} images", lambda f: map_fits.fit_into_cache(
+            f, models, data.test, method, n_used, seed, ids, dkey, cache.directory))
+        if fit.finished and not fit.error and not on_disk_now():
+            fit.error = f"{fit.what}: the fit ended but its result is not in the cache"  # never refit in a page run
+        if fit.error:
+            raise MapFitFailed(fit)
+        if not fit.finished:
+            raise MapPending(fit)
     return _cached_map(key, build)
 
 
@@ -152,15 +177,41 @@ def page_map(pair, models: dict, missing_data: str = "This pair's test images ar
     method, n_points = map_controls(pair.latent_dim, len(data.test))
     aligned = coordinates_control(pair.latent_dim, method, "ae" in pair.paths and "vae" in pair.paths)
     try:
-        lmap = latent_map(pair, method, n_points, aligned=aligned)
-    except MapTooLarge as err:  # hosted: a slow map over the size cap (any client value reaches here)
-        cap = state.settings().max_slow_map_points
-        st.info(f"Showing {cap:,} images: {err}.")
-        lmap, n_points = latent_map(pair, method, cap, aligned=aligned), cap
+        try:
+            lmap = latent_map(pair, method, n_points, aligned=aligned)
+        except MapTooLarge as err:  # hosted: a slow map over the size cap (any client value reaches here)
+            cap = state.settings().max_slow_map_points
+            st.info(f"Showing {cap:,} images: {err}.")
+            lmap, n_points = latent_map(pair, method, cap, aligned=aligned), cap
+    except MapPending as pending:
+        show_pending(pending.fit)
+        st.stop()
+    except MapFitFailed as failed:
+        show_failed_fit(failed.fit)
+        st.stop()
     except LatentExplorerError as err:
         state.show_error(err, f"Could not compute the {method} map")
         st.stop()
     return PageMap(data, method, n_points, lmap)
+
+
+def show_pending(fit: map_fits.MapFit) -> None:
+    """The page in place of a map being fitted: what happens, and its progress (live)."""
+    st.info(f"{fit.what[:1].upper()}{fit.what[1:]} of this pair is not on the server yet, so it is being fitted "
+            "now, in the background (often 20-90 s). It appears here when it is ready, and later visits, by anyone, "
+            "load it at once. Meanwhile you can pick PCA in the sidebar or open another page.")
+    map_fits.fit_progress(fit.key)
+
+
+def show_failed_fit(fit: map_fits.MapFit) -> None:
+    """The fit's failure as a visitor may read it (the process's own words only locally), and a retry."""
+    st.error(state.public(fit.error or ""))
+    if fit.detail and not state.settings().hosted:
+        with st.expander("What the fitting process said"):
+            st.code(fit.detail)
+    if st.button("Try again", key="map_fit_retry"):
+        map_fits.queue().retry(fit.key)
+        st.rerun()
 
 
 def map_controls(latent_dim: int, n_test: int | None = None) -> tuple[str, int]:
@@ -496,16 +547,8 @@ def clickable_map(image: Encoded, key: str) -> dict | None:
 
 
 # --- decoded grids ---------------------------------------------------------------------------
-# The seam for shading the grid: a function from decoded images [n*n, H, W, C] in [0, 1] to
-# per-cell scores [n*n] in [0, 1], turned into render_map_image's cell_shade. The Grid decoder's
-# hole map uses the reference classifier's confidence (`grid_confidence`, then `hole_shade`).
-CellScorer = Callable[[np.ndarray], np.ndarray]
-
-
-
-
-
-
+# A grid's cells are shaded by render_map_image's cell_shade: the Grid decoder's hole map uses the
+# reference classifier's confidence (`grid_confidence`, then `hole_shade`).
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
@@ -618,9 +661,7 @@ def _gray_to_rgb(image: np.ndarray) -> np.ndarray:
 
 def enlarge(image: np.ndarray, size: int = 196) -> Image.Image:
     """One image [H, W, C] (float in [0, 1] or uint8) as a PIL image, scaled up with sharp pixels."""
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8:
-        arr = np.round(np.clip(arr, 0, 1) * 255).astype(np.uint8)
+    arr = to_uint8(image)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     img = Image.fromarray(arr)
@@ -630,7 +671,8 @@ def enlarge(image: np.ndarray, size: int = 196) -> Image.Image:
 
 def split_images(split: ImageSplit, indices) -> np.ndarray:
     """uint8 [M, H, W, C] test images by test-split index."""
-    # numpy indexing of the shared tensor's memory: torch's index kernel takes ~15 ms for 5 rows here
+    # numpy indexing of the shared tensor's memory: torch's index kernel is far slower for a few rows
+    # (bench/README.md, "Figures behind the code")
     return split.images.numpy()[np.asarray(indices, dtype=np.int64)].transpose(0, 2, 3, 1)
 
 
@@ -663,7 +705,7 @@ def decoded_grid_png(map_key: str, kind: str, n: int, xlim: tuple, ylim: tuple, 
 
 __all__ = [
     "UMAP_INVERSE_GRID", "zoomed_limits", "data_id", "map_key", "projection_key",
-    "CONFIDENT", "CellScorer", "GridSpec", "LatentMap", "MapCanvas", "build_latent_map", "click_to_data",
+    "CONFIDENT", "GridSpec", "LatentMap", "MapCanvas", "build_latent_map", "click_to_data",
     "clickable_map", "decoded_grid_png", "grid_confidence", "hole_legend", "hole_shade", "largest_gap", "map_csv",
     "recognised_share", "tint_tiles",
     "decode_map_points", "decoded_grid", "decoded_point", "draw_click_marker", "enlarge", "grid_png", "latent_map",

@@ -1,5 +1,6 @@
 """`python -m ui.prebuild`: fit the slow latent maps (UMAP, t-SNE) of the shipped pairs once,
-into the app's projection cache, so the first visitor who picks one does not wait a minute.
+into the app's projection cache, so the first visitor who picks one does not wait a minute; and
+measure every member of the shipped β sweeps into the β dial's cache (15-25 s per sweep otherwise).
 
 The Space's Dockerfile runs it at build time: the maps (and the data sets they need, downloaded
 into LATENT_EXPLORER_DATA) are then part of the image, and a restarted Space has them at once.
@@ -10,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
-from vae import catalog
+from vae import catalog, sweep
 from vae.checkpoint import load_checkpoint
 from vae.errors import LatentExplorerError, run_cli
 from vae.projections import ProjectionCache, available_methods
 
+from . import beta
 from .maps import DEFAULT_SAMPLE, SLOW_METHODS, build_latent_map, data_id, model_id
 from .settings import load_settings
 
@@ -51,11 +54,28 @@ def prebuild(methods: list[str], n: int) -> list[str]:
     return lines
 
 
+def prebuild_sweeps() -> list[str]:
+    """One line per shipped β sweep: its members measured into the β dial's disk cache, or found there."""
+    lines = []
+    for family in sweep.find_families([load_settings().shipped_dir]):
+        t0 = time.perf_counter()
+        try:
+            members, measured = beta.members(family)
+        except LatentExplorerError as err:
+            lines.append(f"{family.name} β dial: skipped ({err})")
+            continue
+        done = "already cached" if not measured else f"{measured} of {len(members)} measured and saved"
+        lines.append(f"{family.name} β dial ({len(members)} members): {done} in {time.perf_counter() - t0:.1f} s")
+    return lines
+
+
 def _run(args) -> int:
     if args.n < 1:
         print("error: --n must be at least 1", file=sys.stderr)
         return 2
     for line in prebuild(args.methods, args.n):
+        print(line, flush=True)
+    for line in prebuild_sweeps():
         print(line, flush=True)
     return 0
 

@@ -12,8 +12,6 @@ import hashlib
 import io
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,10 +20,11 @@ import streamlit as st
 import torch
 
 from vae import metrics
+from vae.atomic import SHARED, write_json
 from vae.classifier import Classifier, load_classifier
 from vae.data import ImageDataset
 from vae.evaluate import dataset_key, evaluate_checkpoint, judge_files
-from vae.latent import image_grid, interpolate, sample_box, sample_prior
+from vae.latent import encode_means, image_grid, interpolate, sample_box, sample_prior
 from vae.lesson import rebuild
 
 from .style import MODEL_LABELS
@@ -134,7 +133,7 @@ def prior_samples(path: str, mtime_ns: int, n: int, seed: int) -> np.ndarray:
 def test_codes(path: str, mtime_ns: int, data_id: str, _data: ImageDataset) -> np.ndarray:
     """Posterior means of the evaluation's test images (the first n of a seeded shuffle)."""
     test = _data.test.subset(EVAL_SETTINGS["n"], EVAL_SETTINGS["seed"])
-    return metrics.encode_means(_model(path, mtime_ns), test.images).numpy()
+    return encode_means(_model(path, mtime_ns), test.images).numpy()
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -255,24 +254,10 @@ def measure(path: str, mtime_ns: int, judge_path: str | None, judge_mtime_ns: in
     record = {"key": key, "scores": {k: float(v) for k, v in scores.items()},
               "seconds": round(time.perf_counter() - start, 1), "measured_at": time.strftime("%Y-%m-%d %H:%M")}
     try:
-        _write_json(_score_file(key), record)
+        write_json(_score_file(key), record, SHARED, indent=1)
     except OSError:
         record["stored"] = False  # still shown, and kept in this process by st.cache_data
     return record
-
-
-def _write_json(path: Path, record: dict) -> None:
-    """Temporary file, then os.replace: a reader sees the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=1)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --- display helpers ------------------------------------------------------------------------------

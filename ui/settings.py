@@ -29,7 +29,7 @@ class Settings:
     max_train_images: int | None
     allow_local_paths: bool  # may a visitor type a server path as a data source?
     max_upload_mb: int
-    max_slow_map_points: int | None  # hosted: test images in a UMAP / t-SNE map not prebuilt (a few seconds)
+    max_slow_map_points: int | None  # hosted: test images in a new UMAP / t-SNE map (fitted in the background)
     uploads_max_age_h: float  # a stored upload unused this long is deleted
     uploads_max_total_mb: int  # and the least recently used go while all of them exceed this
 
@@ -54,7 +54,7 @@ def load_settings() -> Settings:
         allow_local_paths=_flag("LATENT_EXPLORER_LOCAL_PATHS", not hosted),
         max_upload_mb=int(os.environ.get("LATENT_EXPLORER_MAX_UPLOAD_MB", "50")),
         max_slow_map_points=int(os.environ["LATENT_EXPLORER_MAX_SLOW_MAP"]) if "LATENT_EXPLORER_MAX_SLOW_MAP" in os.environ
-        else (500 if hosted else None),
+        else (2000 if hosted else None),
         uploads_max_age_h=float(os.environ.get("LATENT_EXPLORER_UPLOADS_MAX_AGE_H", "24")),
         uploads_max_total_mb=int(os.environ.get("LATENT_EXPLORER_UPLOADS_MAX_TOTAL_MB", "1024")),
     )

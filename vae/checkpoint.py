@@ -8,8 +8,6 @@ model from the file alone. Optimizer state rides along as tensors for exact resu
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .atomic import SHARED, atomic_path
 from .errors import CheckpointError, ConfigError
 from .models import Autoencoder, ModelConfig
 
@@ -50,31 +49,18 @@ class Checkpoint:
 
 
 def save_checkpoint(ckpt: Checkpoint, path: str | Path, storage: torch.dtype | None = None) -> Path:
-    """Write to a temporary file in the same folder, fsync, then os.replace: a crash at any
-    moment leaves either the old file or the new one, never a torn one. `storage=torch.float16`
+    """Written atomically (vae/atomic.py): a crash at any moment leaves either the old file or
+    the new one, never a torn one. `storage=torch.float16`
     stores the floating-point weights at half the size (they load back into float32 models)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {_MODEL + k: _stored(v, storage) for k, v in ckpt.model.state_dict().items()}
     meta = ckpt.metadata() | ({"storage": str(storage).removeprefix("torch.")} if storage else {})
     if ckpt.optimizer_state is not None:
         opt_tensors, meta["optimizer"] = _flatten_optimizer(ckpt.optimizer_state)
         tensors.update(opt_tensors)
     tensors.update({_TRAINER + k: v.detach().cpu().contiguous() for k, v in ckpt.trainer_state.items()})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        # mkstemp makes 0600; a checkpoint is for every reader. The mode is set here, not read from
-        # the umask: os.umask is process-wide, and changing it from a training thread, even for a
-        # moment, would make any file another thread creates meanwhile world-writable
-        os.chmod(tmp, 0o644)
-        save_file(tensors, tmp, metadata={_META_KEY: json.dumps(meta)})
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path, SHARED) as tmp:  # a checkpoint is for every reader
+        save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta)})
     ckpt.path = path
     return path
 

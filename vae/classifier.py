@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -27,9 +25,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .atomic import SHARED, atomic_path
 from .data import ImageDataset, ImageSplit
 from .errors import CheckpointError, ConfigError, run_cli
-from .latent import _evaluating
+from .latent import evaluating
 
 FORMAT = "latent-explorer-classifier/1"
 _META_KEY = "latent_explorer"
@@ -124,7 +123,7 @@ class Classifier(nn.Module):
     @torch.no_grad()
     def _batched(self, fn, images: torch.Tensor, batch_size: int) -> torch.Tensor:
         device = next(self.parameters()).device
-        with _evaluating(self):  # a shared model: back in its mode even if this raises
+        with evaluating(self):  # a shared model: back in its mode even if this raises
             out = [fn(as_unit_float(chunk).to(device)).cpu() for chunk in images.split(batch_size)]
         return torch.cat(out) if out else torch.empty(0)
 
@@ -238,23 +237,13 @@ def accuracy(model: Classifier, split: ImageSplit, batch_size: int = 1000) -> fl
 
 # --- files ---------------------------------------------------------------------------------------
 def save_classifier(model: Classifier, path: str | Path, train: dict | None = None) -> Path:
-    """safetensors + JSON metadata; temporary file, fsync, os.replace (as `vae.checkpoint`)."""
+    """safetensors + JSON metadata, written atomically (vae/atomic.py), as `vae.checkpoint`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "config": model.config.to_dict(), "dataset": model.dataset,
             "classes": model.classes, "test_accuracy": model.test_accuracy, "train": train or {}}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={_META_KEY: json.dumps(meta)})
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a shipped model is for every reader
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path, SHARED) as tmp:  # a shipped model is for every reader
+        save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta)})
     return path
 
 

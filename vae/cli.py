@@ -18,6 +18,7 @@ from .distributed import init_from_env, one_disk_at_a_time, shutdown
 from .errors import ConfigError, run_cli
 from .presets import DEFAULT_PRESETS, PRESETS, default_preset, get_preset
 from .sweep import sweep_models
+from .steps import BACKENDS
 from .train import PRECISIONS, Callback, TrainConfig, Trainer, make_pair
 
 
@@ -58,10 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="float32", choices=list(PRECISIONS),
                    help="bfloat16: mixed precision, about 2x faster matmuls on CPUs with AVX512-BF16 or "
                         "AMX and on recent GPUs (much slower elsewhere); weights and evaluation stay float32")
-    p.add_argument("--autograd", action="store_true",
-                   help="train MLP models with a Bernoulli decoder through autograd instead of their "
-                        "hand-written gradient (vae/fused.py): same maths, slower, the shipped MNIST "
-                        "checkpoints' exact arithmetic")
+    p.add_argument("--backend", default="auto", choices=list(BACKENDS),
+                   help="how a step computes its gradients: autograd (every model; the shipped MNIST "
+                        "checkpoints' exact arithmetic), compile (torch.compile; needs a C++ compiler, one "
+                        "process), fused (the hand-written gradient of MLP models with a Bernoulli decoder, "
+                        "vae/fused.py), auto (fused where it applies, else autograd)")
+    p.add_argument("--autograd", dest="backend", action="store_const", const="autograd",
+                   help="the same as --backend autograd")
     p.add_argument("--no-fallback", action="store_true", help="fail instead of using the embedded MNIST "
                                                                "digits when a download fails")
     return p
@@ -135,7 +139,7 @@ def _train(args, group, device) -> int:
                          lr=args.lr if args.lr is not None else preset.lr, seed=args.seed,
                          checkpoint_every=args.checkpoint_every, num_threads=args.threads,
                          device=str(device) if group.enabled else args.device,
-                         precision=args.precision, fused=not args.autograd)
+                         precision=args.precision, backend=args.backend)
     prefix = args.out or f"checkpoints/{name}"
     kinds = ("ae", "vae") if args.models == "both" else (args.models,)
     if args.beta is not None and len(args.beta) > 1:

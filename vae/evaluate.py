@@ -19,6 +19,7 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .classifier import Classifier, load_classifier
 from .data import ImageDataset, load_dataset
 from .errors import CheckpointError, ConfigError, run_cli
+from .latent import encode_means
 
 # the shipped classifiers live in the repository's checkpoints/, wherever the CLI is run from
 CLASSIFIER_DIRS = (Path(__file__).resolve().parent.parent / "checkpoints",)
@@ -130,7 +131,7 @@ def judge_figures(model, test, judge: Classifier, n: int = 2000, seed: int = 0, 
                   steps: int = 16, threshold: float = 0.9) -> dict[str, float]:
     """The figures that depend on the judge: completeness (prior, box), real images, continuity."""
     out = {}
-    box = metrics.encode_means(model, test.images)
+    box = encode_means(model, test.images)
     for source in ("prior", "box"):
         found = metrics.completeness(model, judge, n, seed, source=source, box_codes=box, threshold=threshold)
         out.update({f"{source}_{k}": v for k, v in found.items()})

@@ -26,12 +26,13 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
+from . import losses
 from .losses import LossTerms
 from .models import LOGVAR_RANGE, Autoencoder
 
 # A Linear layer's matmuls run in the low precision only when its weight has at least this many
 # entries: for small ones a bfloat16 product is no faster than float32 and the casts are not free
-# (784x400: 215 vs 515 us; 20x400: 40 vs 22 us on the 2-core Zen 4 CPU of bench/README.md).
+# (bench/README.md, "Figures behind the code", has the timings).
 LOW_PRECISION_MIN_WEIGHTS = 65_536
 
 
@@ -78,10 +79,7 @@ class FusedLoss:
         return terms
 
     def _noise(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor | None:
-        if not self.model.variational:
-            return None
-        shape = (x.shape[0], self.model.config.latent_dim)  # drawn exactly as Posterior.sample draws it
-        return torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
+        return self.model.draw_noise(x.shape[0], generator, device=x.device, dtype=x.dtype)
 
 
 def bernoulli_nll_and_grad(logits: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,8 +87,8 @@ def bernoulli_nll_and_grad(logits: torch.Tensor, x: torch.Tensor) -> tuple[torch
 
     softplus(l) = relu(l) - log max(s, 1 - s) with s = sigmoid(l), which never takes the log
     of 0. The log is taken of products of 16 (or fewer) factors in [1/2, 1]: no underflow (the
-    product is >= 2^-16), 1/16 of the logs, and log is the slowest elementwise op on this CPU
-    build (about 3x a sigmoid).
+    product is >= 2^-16), 1/16 of the logs, and log is the slowest elementwise op of torch's CPU
+    builds (bench/README.md, "Figures behind the code").
     """
     s = torch.sigmoid(logits)
     rows, width = logits.shape
@@ -142,9 +140,8 @@ def _forward(x: torch.Tensor, eps: torch.Tensor | None, loss: FusedLoss) -> tupl
         mean, raw_logvar = head.chunk(2, dim=1)
         logvar = raw_logvar.clamp(*LOGVAR_RANGE)  # as Posterior does
         std = torch.exp(0.5 * logvar)
-        z = torch.addcmul(mean, std, eps)
-        # KL = 1/2 sum(sigma^2 + mu^2 - 1 - log sigma^2), with the -1 summed outside
-        kl = torch.addcmul(std * std - logvar, mean, mean).sum(1).sub_(mean.shape[1]).mul_(0.5)
+        z = losses.reparameterize(mean, std, eps)
+        kl = losses.kl_closed_form(mean, logvar)
         saved.eps, saved.mean, saved.std = eps, mean, std
         saved.logvar_free = logvar == raw_logvar
     acts.append(z)

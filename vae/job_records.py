@@ -12,26 +12,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
+from .atomic import PRIVATE, write_json
+
 TMP_MAX_AGE_S = 600  # a temporary file nobody's lock explains is stale after this long
-
-
-def write_json_atomic(path: Path, record: dict) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over the old record: a
-    reader (or a crash) sees the old record or the new one, never half of one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class ConfigLock:
@@ -82,7 +68,8 @@ class JobRecords:
         return True
 
     def write(self, key: str, record: dict) -> None:
-        write_json_atomic(self.folder / f"{key}.json", {**record, "key": key, "written_at": time.time()})
+        # atomic (a reader or a crash sees the old record or the new one); owner-only, as mkstemp made them
+        write_json(self.folder / f"{key}.json", {**record, "key": key, "written_at": time.time()}, PRIVATE, sort_keys=True)
 
     def read_all(self) -> list[dict]:
         """Every readable record, oldest first; an unreadable one is skipped (it is rewritten by
@@ -121,4 +108,4 @@ class JobRecords:
                     continue
         return removed
 
-__all__ = ["ConfigLock", "JobRecords", "write_json_atomic"]
+__all__ = ["ConfigLock", "JobRecords"]

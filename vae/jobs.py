@@ -42,7 +42,7 @@ from .presets import PRESETS, get_preset
 from .projections import make_projection, procrustes_align
 from .train import Callback, Progress, Trainer, TrainConfig, make_pair
 
-STATES = ("queued", "running", "done", "stopped", "failed", "interrupted")  # interrupted: its process died
+# a job is queued, running, done, stopped, failed or interrupted (its process died); these two are live
 ACTIVE_STATES = ("queued", "running")
 KINDS = ("ae", "vae")
 SNAPSHOT_IMAGES = 500  # test images drawn on every epoch's latent map
@@ -757,6 +757,6 @@ class JobRegistry:
 
 
 __all__ = [
-    "ACTIVE_STATES", "CurvePoint", "HostedLimits", "JobRegistry", "JobSpec", "JobView", "LatentSnapshot", "STATES",
+    "ACTIVE_STATES", "CurvePoint", "HostedLimits", "JobRegistry", "JobSpec", "JobView", "LatentSnapshot",
     "TrainingJob", "compatible_presets", "guess_image_shape",
 ]

@@ -1,8 +1,10 @@
-"""Latent-space operations behind the maps, the grid decoder and the sampling pages.
+"""Encoding, decoding and sampling: the one place a model turns images into codes and back.
 
 Everything here runs without gradients, in eval mode (BatchNorm must use its running
-statistics, not the batch's), is seeded, and returns numpy arrays ready to plot: codes as
-float32 [N, d], images as float32 [M, H, W, C] in [0, 1] (channels-last, as plotting wants).
+statistics, not the batch's), and is seeded. Two layers: torch in, torch out for the scores
+(`posteriors`, `encode_means`, `decode_codes`, `sample_codes`: images [N, C, H, W]), and on top
+of them numpy arrays ready to plot for the pages: codes as float32 [N, d], images as float32
+[M, H, W, C] in [0, 1] (channels-last, as plotting wants).
 """
 from __future__ import annotations
 
@@ -39,7 +41,9 @@ class Codes:
 
 
 @contextmanager
-def _evaluating(model: Autoencoder):
+def evaluating(model: torch.nn.Module):
+    """The model in eval mode inside the block, back in its own mode after (even if it raises):
+    the trainer's and the app's shared models are evaluated mid-training."""
     was_training = model.training
     model.eval()
     try:
@@ -48,37 +52,67 @@ def _evaluating(model: Autoencoder):
         model.train(was_training)
 
 
-def _device(model: Autoencoder) -> torch.device:
-    return next(model.parameters()).device
+def _device(module: torch.nn.Module) -> torch.device:
+    param = next(module.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
 
 
-# --- encoding and decoding -----------------------------------------------------------------
+# --- torch in, torch out: what the scores use ---------------------------------------------------
 @torch.no_grad()
+def posteriors(model: Autoencoder, images: torch.Tensor, batch_size: int = 1000):
+    """Yield (x, q(z|x)) per batch of uint8 images [N, C, H, W], in order, the model in eval mode."""
+    with evaluating(model):
+        for chunk in images.split(batch_size):
+            x = model.preprocess(chunk.to(_device(model)))
+            yield x, model.encode(x)
+
+
+def encode_means(model: Autoencoder, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Posterior means E_q[z|x] [N, latent_dim] (the AE's codes) of uint8 images, on the CPU."""
+    means = [q.mean.cpu() for _, q in posteriors(model, images, batch_size)]
+    return torch.cat(means) if means else torch.zeros(0, model.config.latent_dim)
+
+
+@torch.no_grad()
+def decode_codes(model: Autoencoder, z: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Codes -> images in [0, 1] [N, C, H, W], on the CPU, the model in eval mode."""
+    with evaluating(model):
+        images = [model.decode_images(c.to(_device(model))).cpu() for c in z.split(batch_size)]
+    return torch.cat(images) if images else torch.zeros(0, *model.config.image_shape)
+
+
+def sample_codes(latent_dim: int, n: int, seed: int, source: str = "prior",
+                 box_codes: torch.Tensor | None = None) -> torch.Tensor:
+    """n codes from N(0, I) ("prior"), or uniform in the per-dimension [min, max] box of box_codes:
+    the samples the judges score (torch's generator; the pages' pictures come from numpy's, below)."""
+    gen = torch.Generator().manual_seed(seed)
+    if source == "prior":
+        return torch.randn(n, latent_dim, generator=gen)
+    if source != "box":
+        raise ConfigError(f"source={source!r} is invalid: expected 'prior' or 'box'")
+    if box_codes is None or len(box_codes) < 2:
+        raise ConfigError("source='box' needs box_codes: at least two codes (e.g. encode_means of test images)")
+    lo, hi = box_codes.min(0).values.cpu(), box_codes.max(0).values.cpu()
+    return lo + (hi - lo) * torch.rand(n, latent_dim, generator=gen)
+
+
+# --- numpy out: what the pages plot ---------------------------------------------------------------
 def encode_split(model: Autoencoder, split: ImageSplit, batch_size: int = 1000) -> Codes:
     """Encode every image of `split` in order; maps use the posterior mode (its mean)."""
     means, logvars = [], []
-    with _evaluating(model):
-        for images, _ in split.batches(batch_size, shuffle=False):
-            q = model.encode(model.preprocess(images.to(_device(model))))
-            means.append(q.mode().float().cpu())
-            if q.logvar is not None:
-                logvars.append(q.logvar.float().cpu())
+    for _, q in posteriors(model, split.images, batch_size):
+        means.append(q.mode().float().cpu())
+        if q.logvar is not None:
+            logvars.append(q.logvar.float().cpu())
     mean = torch.cat(means).numpy() if means else np.zeros((0, model.config.latent_dim), np.float32)
     logvar = torch.cat(logvars).numpy() if logvars else None
     return Codes(mean=mean, logvar=logvar, labels=split.labels.numpy().astype(np.int64))
 
 
-@torch.no_grad()
 def decode_points(model: Autoencoder, z: np.ndarray, batch_size: int = 1000) -> np.ndarray:
     """Latent points [M, d] (or one point [d]) -> images float32 [M, H, W, C] in [0, 1]."""
-    z = _as_points(z, model.config.latent_dim, "z")
-    out = []
-    with _evaluating(model):
-        for start in range(0, len(z), batch_size):
-            batch = torch.from_numpy(z[start:start + batch_size]).to(_device(model))
-            out.append(model.decode_images(batch).permute(0, 2, 3, 1).float().cpu())
-    c, h, w = model.config.image_shape
-    return torch.cat(out).numpy() if out else np.zeros((0, h, w, c), np.float32)
+    z = torch.from_numpy(_as_points(z, model.config.latent_dim, "z"))
+    return decode_codes(model, z, batch_size).permute(0, 2, 3, 1).float().numpy()
 
 
 def _as_points(z, dim: int, name: str) -> np.ndarray:
@@ -175,7 +209,7 @@ def image_grid(images: np.ndarray, nrow: int, separator: int = 1, pad_value: int
     Float images are taken to be in [0, 1]; uint8 images pass through. Empty trailing cells
     are filled with `pad_value`. Grey separators show on black (MNIST) and white backgrounds.
     """
-    images = _to_uint8(np.asarray(images))
+    images = to_uint8(np.asarray(images))
     if images.ndim != 4 or len(images) == 0:
         raise ConfigError(f"images has shape {images.shape}: expected a non-empty [M, H, W, C]")
     if nrow < 1:
@@ -190,24 +224,16 @@ def image_grid(images: np.ndarray, nrow: int, separator: int = 1, pad_value: int
     return out
 
 
-def _to_uint8(images: np.ndarray) -> np.ndarray:
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Pictures as uint8: floats taken to be in [0, 1] (clipped, rounded), uint8 passes through."""
+    images = np.asarray(images)
     if images.dtype == np.uint8:
         return images
     return np.round(np.clip(images, 0.0, 1.0) * 255).astype(np.uint8)
 
 
-def nearest_indices(points_2d: np.ndarray, query, k: int = 1) -> np.ndarray:
-    """Indices of the k points nearest to `query`, nearest first: int64 [min(k, N)]."""
-    points_2d = np.asarray(points_2d, dtype=np.float64)
-    dist2 = ((points_2d - np.asarray(query, dtype=np.float64).reshape(1, -1)) ** 2).sum(axis=1)
-    k = min(int(k), len(dist2))
-    if k < 1:
-        return np.zeros(0, np.int64)
-    nearest = np.argpartition(dist2, k - 1)[:k]
-    return nearest[np.argsort(dist2[nearest], kind="stable")].astype(np.int64)
-
-
 __all__ = [
-    "Codes", "decode_points", "encode_split", "gaussian_grid_2d", "grid_points_2d", "image_grid",
-    "interpolate", "interpolation_path", "nearest_indices", "padded_limits", "sample_box", "sample_prior",
+    "Codes", "decode_codes", "decode_points", "encode_means", "encode_split", "evaluating", "posteriors",
+    "sample_codes", "to_uint8", "gaussian_grid_2d", "grid_points_2d", "image_grid",
+    "interpolate", "interpolation_path", "padded_limits", "sample_box", "sample_prior",
 ]

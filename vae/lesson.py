@@ -26,9 +26,8 @@ import torch
 
 from .data import ImageSplit
 from .errors import ConfigError
-from .latent import _evaluating, decode_points, gaussian_grid_2d
+from .latent import decode_codes, decode_points, encode_means, evaluating, gaussian_grid_2d, posteriors, sample_codes
 from .maps import GridSpec, LatentMap, build_latent_map
-from .metrics import _posteriors, decode_codes, encode_means, sample_codes
 from .models import Autoencoder
 
 RECOGNISED = 0.9  # a judge this sure of one class "recognises" an image (vae.evaluate's threshold)
@@ -191,7 +190,7 @@ def memorisation(model: Autoencoder, train: ImageSplit, test: ImageSplit, judge=
 def rebuild(model: Autoencoder, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images -> what the model rebuilds from each code mean ([N, H, W, C] in [0, 1]) and
     its reconstruction error -log p(x|z) in nats [N], from one encode and one decode."""
-    with _evaluating(model):
+    with evaluating(model):
         x = model.preprocess(images.to(next(model.parameters()).device))
         output = model.decode(model.encode(x).mode())
         pictures = model.to_image(output).permute(0, 2, 3, 1).float().cpu().numpy()
@@ -201,5 +200,5 @@ def rebuild(model: Autoencoder, images: torch.Tensor) -> tuple[np.ndarray, np.nd
 def reconstruction_nll(model: Autoencoder, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """-log p(x|z) per image [N] in nats, z the code mean (no sampling): the AE's and the VAE's
     reconstruction error on equal terms."""
-    out = [model.reconstruction_nll(model.decode(q.mode()), x).cpu() for x, q in _posteriors(model, images, batch_size)]
+    out = [model.reconstruction_nll(model.decode(q.mode()), x).cpu() for x, q in posteriors(model, images, batch_size)]
     return torch.cat(out) if out else torch.empty(0)

@@ -26,9 +26,6 @@ class LossTerms:
     kl: torch.Tensor
     total: torch.Tensor
 
-    def means(self) -> dict[str, float]:
-        return {k: float(getattr(self, k).mean()) for k in ("recon", "kl", "total")}
-
 
 def _per_image(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(1).sum(1)
@@ -42,7 +39,7 @@ def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     which we leave out so the numbers compare with the literature's MNIST figures.
     """
     # BCE-with-logits written out, max(l, 0) - l x + log(1 + e^-|l|): the same value, but this
-    # CPU build of torch does not vectorise log1p (bench/README.md: ~8% of a training epoch)
+    # CPU build of torch does not vectorise log1p (bench/README.md, "Figures behind the code")
     return _per_image(logits.clamp_min(0) - logits * x + torch.log(1 + torch.exp(-logits.abs())))
 
 
@@ -58,9 +55,34 @@ def gaussian_nll(mean: torch.Tensor, x: torch.Tensor, log_scale: torch.Tensor | 
     return _per_image(sq + log_scale + 0.5 * LOG_2PI)
 
 
+# --- the posterior q(z|x) = N(mu, diag sigma^2) and the prior p(z) = N(0, I) ------------------------
+def standard_normal(shape, generator: torch.Generator | None = None, *, device=None,
+                    dtype: torch.dtype | None = None) -> torch.Tensor:
+    """eps ~ N(0, I): the noise of the reparameterisation, the one place it is drawn (the
+    trainer's backends draw the same numbers from the same generator state)."""
+    return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+
+def reparameterize(mu: torch.Tensor, std: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """z = mu + sigma * eps, eps ~ N(0, I): a sample of q(z|x) that is a differentiable function of
+    mu and sigma (the reparameterisation trick; Kingma & Welling 2014, Sec. 2.4; tutorial eq.)."""
+    return mu + std * eps
+
+
+def kl_closed_form_terms(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """The summands of `kl_closed_form`, one per latent dimension: [B, D]."""
+    return 0.5 * (logvar.exp() + mu.pow(2) - 1 - logvar)
+
+
 def kl_closed_form(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, diag sigma^2) || N(0, I)) = 1/2 sum(sigma^2 + mu^2 - 1 - ln sigma^2) (tutorial eq.)."""
-    return 0.5 * (logvar.exp() + mu.pow(2) - 1 - logvar).sum(1)
+    return kl_closed_form_terms(mu, logvar).sum(1)
+
+
+def log_normal(z: torch.Tensor, mu: torch.Tensor | float = 0.0, logvar: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """log N(z; mu, sigma^2) per element, sigma^2 = exp(logvar): the prior's log-density by default."""
+    logvar = torch.as_tensor(logvar, dtype=z.dtype, device=z.device)
+    return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) * torch.exp(-logvar))
 
 
 def kl_monte_carlo(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -68,9 +90,7 @@ def kl_monte_carlo(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> t
 
     Unbiased but noisy; its mean over samples converges to `kl_closed_form`.
     """
-    log_q = -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) * torch.exp(-logvar))
-    log_p = -0.5 * (LOG_2PI + z.pow(2))
-    return (log_q - log_p).sum(1)
+    return (log_normal(z, mu, logvar) - log_normal(z)).sum(1)
 
 
 def bits_per_dim(nll_nats: torch.Tensor | float, num_dims: int, bin_width: float = 1 / 256) -> float:

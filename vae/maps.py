@@ -26,6 +26,7 @@ from scipy.stats import norm
 from .data import ImageSplit
 from .latent import Codes, decode_points, encode_split, gaussian_grid_2d, grid_points_2d, padded_limits
 from .models import Autoencoder
+from .neighbours import nearest
 from .projections import (Projection, ProjectionCache, ProjectionError, SimilarityTransform, make_projection,
                           procrustes_align)
 
@@ -202,16 +203,19 @@ def map_key(model_ids: dict, data_key: str, n: int, method: str, seed: int, alig
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
+def fit_projection(method: str, codes: np.ndarray, seed: int) -> Projection:
+    """One model's projection of its codes [N, d], as the maps use it (UMAP with its inverse grid)."""
+    proj = make_projection(method, codes.shape[1], seed=seed).fit(codes)
+    if method == "umap":
+        try:
+            proj.precompute_inverse_grid(*padded_limits(proj.embedding_, 0.15), n=UMAP_INVERSE_GRID)
+        except ProjectionError:
+            proj.inverse = "nearest-code"  # saved with the projection; inverse_note says so
+    return proj
+
+
 def _fitter(method: str, codes: Codes, seed: int) -> Callable[[], Projection]:
-    def fit() -> Projection:
-        proj = make_projection(method, codes.latent_dim, seed=seed).fit(codes)
-        if method == "umap":
-            try:
-                proj.precompute_inverse_grid(*padded_limits(proj.embedding_, 0.15), n=UMAP_INVERSE_GRID)
-            except ProjectionError:
-                proj.inverse = "nearest-code"  # saved with the projection; inverse_note says so
-        return proj
-    return fit
+    return lambda: fit_projection(method, codes.mean, seed)
 
 
 def map_limits(point_sets: list[np.ndarray], prior_centers=(), prior_radius: float = 3.0,
@@ -308,5 +312,5 @@ def largest_gap(points: np.ndarray, xlim=None, ylim=None, n: int = 48, quantile:
     if xlim is not None and ylim is not None:
         lo, hi = np.maximum(lo, [xlim[0], ylim[0]]), np.minimum(hi, [xlim[1], ylim[1]])
     grid = grid_points_2d((lo[0], hi[0]), (lo[1], hi[1]), n).astype(np.float64)
-    d2 = (grid ** 2).sum(1)[:, None] - 2 * grid @ p.T + (p ** 2).sum(1)[None, :]
-    return tuple(float(v) for v in grid[int(np.argmax(d2.min(axis=1)))])
+    dist, _ = nearest(p, grid, 1)
+    return tuple(float(v) for v in grid[int(np.argmax(dist[:, 0]))])

@@ -23,7 +23,7 @@ import torch
 from . import losses
 from .data import ImageSplit
 from .errors import ConfigError
-from .latent import _evaluating
+from .latent import decode_codes, encode_means, evaluating, posteriors, sample_codes
 from .models import Autoencoder
 
 
@@ -38,7 +38,7 @@ def likelihood_metrics(model: Autoencoder, split: ImageSplit, batch_size: int = 
     device = torch.device(device) if device else next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     sums = {"recon": 0.0, "kl": 0.0, "loss": 0.0}
-    with _evaluating(model):  # the trainer's models: back in training mode even if this raises
+    with evaluating(model):  # the trainer's models: back in training mode even if this raises
         for images, _ in split.batches(batch_size, shuffle=False):
             x = model.preprocess(images.to(device))
             terms = model.loss(x, generator=gen)
@@ -56,55 +56,7 @@ def likelihood_metrics(model: Autoencoder, split: ImageSplit, batch_size: int = 
     return out
 
 
-# --- shared steps ---------------------------------------------------------------------------------
-def _device(module: torch.nn.Module) -> torch.device:
-    param = next(module.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
-@torch.no_grad()
-def _posteriors(model: Autoencoder, images: torch.Tensor, batch_size: int = 1000):
-    """Yield (x, q(z|x)) per batch of uint8 images, the model in eval mode."""
-    was_training, device = model.training, _device(model)
-    model.eval()
-    try:
-        for chunk in images.split(batch_size):
-            x = model.preprocess(chunk.to(device))
-            yield x, model.encode(x)
-    finally:
-        model.train(was_training)
-
-
-def encode_means(model: Autoencoder, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Posterior means E_q[z|x] [N, latent_dim] (the AE's codes) of uint8 images, on the CPU."""
-    return torch.cat([q.mean.cpu() for _, q in _posteriors(model, images, batch_size)])
-
-
-@torch.no_grad()
-def decode_codes(model: Autoencoder, z: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Codes -> images in [0, 1] [N, C, H, W], on the CPU, the model in eval mode."""
-    was_training, device = model.training, _device(model)
-    model.eval()
-    try:
-        return torch.cat([model.decode_images(c.to(device)).cpu() for c in z.split(batch_size)])
-    finally:
-        model.train(was_training)
-
-
-def sample_codes(latent_dim: int, n: int, seed: int, source: str = "prior",
-                 box_codes: torch.Tensor | None = None) -> torch.Tensor:
-    """n codes from N(0, I) ("prior"), or uniform in the per-dimension [min, max] box of box_codes."""
-    gen = torch.Generator().manual_seed(seed)
-    if source == "prior":
-        return torch.randn(n, latent_dim, generator=gen)
-    if source != "box":
-        raise ConfigError(f"source={source!r} is invalid: expected 'prior' or 'box'")
-    if box_codes is None or len(box_codes) < 2:
-        raise ConfigError("source='box' needs box_codes: at least two codes (e.g. encode_means of test images)")
-    lo, hi = box_codes.min(0).values.cpu(), box_codes.max(0).values.cpu()
-    return lo + (hi - lo) * torch.rand(n, latent_dim, generator=gen)
-
-
+# --- the judges' verdicts -------------------------------------------------------------------------
 def class_evenness(predicted: torch.Tensor, num_classes: int) -> float:
     """Normalised entropy H(class histogram) / log K: 1 when every class is predicted equally
     often, 0 when one class takes every sample."""
@@ -207,9 +159,9 @@ def kl_per_dimension(model: Autoencoder, split: ImageSplit, batch_size: int = 10
     """Mean over x of KL(q(z_j|x) || N(0, 1)) per latent dimension j, keys "z0", "z1", ...
     (the summands of `losses.kl_closed_form`); all 0 for the AE, which has no posterior variance."""
     total = torch.zeros(model.config.latent_dim, dtype=torch.float64)
-    for _, q in _posteriors(model, split.images, batch_size):
+    for _, q in posteriors(model, split.images, batch_size):
         if q.logvar is not None:
-            total += (0.5 * (q.logvar.exp() + q.mean.pow(2) - 1 - q.logvar)).sum(0).double().cpu()
+            total += losses.kl_closed_form_terms(q.mean, q.logvar).sum(0).double().cpu()
     return {f"z{j}": float(v) for j, v in enumerate(total / len(split))}
 
 
@@ -243,11 +195,12 @@ def iwae_nll(model: Autoencoder, split: ImageSplit, k: int = 100, seed: int = 0,
     gen = torch.Generator().manual_seed(seed)
     batch_size = batch_size or max(1, 4096 // k)
     total = 0.0
-    for x, q in _posteriors(model, images, batch_size):
-        eps = torch.randn((len(x), k, q.mean.shape[1]), generator=gen).to(q.mean.device)
-        z = q.mean[:, None] + q.std[:, None] * eps  # [B, k, D]
-        log_q = -0.5 * (losses.LOG_2PI + q.logvar[:, None] + eps.pow(2)).sum(2)
-        log_p = -0.5 * (losses.LOG_2PI + z.pow(2)).sum(2)
+    for x, q in posteriors(model, images, batch_size):
+        eps = losses.standard_normal((len(x), k, q.mean.shape[1]), gen).to(q.mean.device)
+        mean, logvar = q.mean[:, None], q.logvar[:, None]
+        z = losses.reparameterize(mean, q.std[:, None], eps)  # [B, k, D]
+        log_q = losses.log_normal(z, mean, logvar).sum(2)
+        log_p = losses.log_normal(z).sum(2)
         log_px_z = -model.reconstruction_nll(model.decode(z.flatten(0, 1)), x.repeat_interleave(k, 0))
         log_w = log_px_z.view(len(x), k) + log_p - log_q
         total -= float((torch.logsumexp(log_w, dim=1) - math.log(k)).sum())

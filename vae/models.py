@@ -35,13 +35,14 @@ class Posterior:
     def mode(self) -> torch.Tensor:
         return self.mean
 
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The reparameterisation trick: z = mu + sigma * eps, eps ~ N(0, I) (tutorial eq.)."""
+    def sample(self, generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """One z ~ q(z|x) per row by `losses.reparameterize`, its eps drawn from `generator` or
+        given as `noise` (a compiled training step draws it outside its graph)."""
         if self.logvar is None:
             return self.mean
-        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device,
-                          dtype=self.mean.dtype)
-        return self.mean + self.std * eps
+        if noise is None:
+            noise = losses.standard_normal(self.mean.shape, generator, device=self.mean.device, dtype=self.mean.dtype)
+        return losses.reparameterize(self.mean, self.std, noise)
 
     def kl(self) -> torch.Tensor:
         if self.logvar is None:
@@ -107,11 +108,20 @@ class Autoencoder(nn.Module):
         # fixed variance c = 1/(2 alpha): the NLL is alpha * ||x - f(z)||^2 + const (tutorial's C)
         return losses.gaussian_nll(output, x, 0.5 * math.log(1 / (2 * cfg.recon_weight)))
 
+    def draw_noise(self, batch: int, generator: torch.Generator | None = None, *, device=None,
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
+        """The eps [batch, latent_dim] that `loss(x, generator)` would draw for a float32 batch
+        (None for the AE, which draws none): for steps that take the noise as an input."""
+        if not self.variational:
+            return None
+        return losses.standard_normal((batch, self.config.latent_dim), generator, device=device, dtype=dtype)
+
     def loss(self, x: torch.Tensor, generator: torch.Generator | None = None,
-             beta: float | None = None) -> losses.LossTerms:
-        """Per-image loss terms. AE: reconstruction only. VAE: -ELBO with a beta on the KL."""
+             beta: float | None = None, noise: torch.Tensor | None = None) -> losses.LossTerms:
+        """Per-image loss terms. AE: reconstruction only. VAE: -ELBO with a beta on the KL.
+        The VAE's eps is `noise` if given, else drawn from `generator`."""
         q = self.encode(x)
-        z = q.sample(generator) if self.variational else q.mode()
+        z = q.sample(generator, noise) if self.variational else q.mode()
         recon = self.reconstruction_nll(self.decode(z), x)
         if not self.variational:
             return losses.LossTerms(recon=recon, kl=torch.zeros_like(recon), total=recon)
@@ -126,10 +136,6 @@ class Autoencoder(nn.Module):
     @torch.no_grad()
     def decode_images(self, z: torch.Tensor) -> torch.Tensor:
         return self.to_image(self.decode(z))
-
-    @torch.no_grad()
-    def reconstruct_images(self, images: torch.Tensor) -> torch.Tensor:
-        return self.decode_images(self.encode(self.preprocess(images)).mode())
 
 
 

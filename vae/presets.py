@@ -34,9 +34,6 @@ class Preset:
             changes["beta"] = beta
         return replace(self.base, **changes)  # replace() re-runs the config's validation
 
-    def pair(self, **kwargs) -> dict[str, ModelConfig]:
-        return {"ae": self.config(False, **kwargs), "vae": self.config(True, **kwargs)}
-
 
 _MNIST = (1, 28, 28)
 _CIFAR = (3, 32, 32)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +20,10 @@ from typing import Callable
 
 import numpy as np
 
+from .atomic import write_npz
 from .errors import ConfigError, LatentExplorerError
 from .latent import Codes, grid_points_2d
+from .neighbours import nearest
 
 
 class ProjectionError(LatentExplorerError):
@@ -46,23 +46,12 @@ def _as_points_2d(points) -> np.ndarray:
     return p
 
 
-def _nearest_rows(reference: np.ndarray, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Squared distances and indices [M, k] of each query's k nearest reference rows."""
-    d2 = (queries ** 2).sum(1)[:, None] - 2 * queries @ reference.T + (reference ** 2).sum(1)[None, :]
-    d2 = np.maximum(d2, 0.0)  # the expansion can dip below zero by rounding
-    k = min(k, reference.shape[0])
-    idx = np.argpartition(d2, k - 1, axis=1)[:, :k]
-    dist = ((reference[idx] - queries[:, None, :]) ** 2).sum(-1)  # exact for the chosen few: a hit is 0
-    order = np.argsort(dist, axis=1, kind="stable")
-    return np.take_along_axis(dist, order, axis=1), np.take_along_axis(idx, order, axis=1)
-
-
 def _place_by_neighbours(codes_fit: np.ndarray, embedding: np.ndarray, codes: np.ndarray, k: int = 5) -> np.ndarray:
     """Put new codes at the inverse-distance-weighted mean of their k nearest fitted codes'
     map positions (how UMAP starts its own transform); a fitted code lands on its own dot."""
-    d2, idx = _nearest_rows(codes_fit.astype(np.float64), codes.astype(np.float64), k)
-    weights = 1.0 / (np.sqrt(d2) + 1e-12)
-    weights[d2[:, 0] == 0] = np.eye(d2.shape[1])[0]  # exact hits: the code's own position
+    dist, idx = nearest(codes_fit, codes, k)
+    weights = 1.0 / (dist + 1e-12)
+    weights[dist[:, 0] == 0] = np.eye(dist.shape[1])[0]  # exact hits: the code's own position
     weights /= weights.sum(axis=1, keepdims=True)
     return (weights[:, :, None] * embedding[idx]).sum(axis=1).astype(np.float32)
 
@@ -197,8 +186,7 @@ class _NeighbourProjection(Projection):
 
     def _nearest_code(self, points) -> np.ndarray:
         self._check_fitted()
-        points = _as_points_2d(points).astype(np.float64)
-        _, idx = _nearest_rows(self.embedding_.astype(np.float64), points, 1)
+        _, idx = nearest(self.embedding_, _as_points_2d(points), 1)
         return self.codes_[idx[:, 0]]
 
     def _state(self) -> dict[str, np.ndarray]:
@@ -437,7 +425,7 @@ class ProjectionCache:
 
     def path_for(self, key_parts: dict) -> Path:
         prefix = str(key_parts.get("method", "projection"))
-        return self.directory / f"{prefix}-{hashlib.sha256(_key_json(key_parts).encode()).hexdigest()[:24]}.npz"
+        return self.directory / f"{prefix}-{hashlib.sha256(key_json(key_parts).encode()).hexdigest()[:24]}.npz"
 
     def get_or_compute(self, key_parts: dict, compute_fn: Callable[[], Projection]) -> Projection:
         """The cached projection for key_parts, or compute_fn()'s (a fitted projection), saved.
@@ -460,7 +448,7 @@ class ProjectionCache:
         try:
             with np.load(path, allow_pickle=False) as f:
                 arrays = {name: f[name] for name in f.files}
-            if str(arrays.pop("key_json")) != _key_json(key_parts):
+            if str(arrays.pop("key_json")) != key_json(key_parts):
                 return None
             cls = PROJECTIONS[str(arrays.pop("method"))]
             params = json.loads(str(arrays.pop("params_json")))
@@ -471,20 +459,13 @@ class ProjectionCache:
     def save(self, path: Path, key_parts: dict, proj: Projection) -> None:
         proj._check_fitted()
         arrays = {f"state_{k}": np.asarray(v) for k, v in proj._state().items()}
-        arrays.update(key_json=np.array(_key_json(key_parts)), method=np.array(proj.method),
+        arrays.update(key_json=np.array(key_json(key_parts)), method=np.array(proj.method),
                       params_json=np.array(json.dumps(proj._params())))
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=path.stem, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)  # atomic: a reader sees the old file or the whole new one
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_npz(path, arrays)
 
 
-def _key_json(key_parts: dict) -> str:
+def key_json(key_parts: dict) -> str:
+    """A cache key as canonical JSON: the same parts, the same string, whatever their order."""
     try:
         return json.dumps(key_parts, sort_keys=True, separators=(",", ":"))
     except TypeError as err:
@@ -494,5 +475,5 @@ def _key_json(key_parts: dict) -> str:
 __all__ = [
     "IdentityProjection", "PCAProjection", "PROJECTIONS", "Projection", "ProjectionCache", "ProjectionError",
     "SimilarityTransform", "TSNEProjection", "UMAPProjection", "available_methods", "file_sha256",
-    "make_projection", "procrustes_align",
+    "key_json", "make_projection", "procrustes_align",
 ]

@@ -8,7 +8,10 @@ members is the KL weight. `find_families` lists the families in checkpoint folde
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,12 +19,13 @@ import numpy as np
 
 from .checkpoint import read_metadata
 from .errors import CheckpointError, ConfigError
-from .latent import decode_points, encode_split, grid_points_2d, sample_prior
+from .latent import decode_points, encode_means, encode_split, grid_points_2d, sample_prior
 from .lesson import judge_images, prior_sample_images
 from .maps import sample_indices
-from .metrics import active_units, encode_means
+from .metrics import active_units
 from .models import Autoencoder
-from .projections import make_projection
+from .atomic import write_npz
+from .projections import key_json, make_projection
 from .train import make_pair
 
 MEMBER = re.compile(r"^(?P<family>.+)-beta-(?P<beta>\d+(?:\.\d+)?(?:e-?\d+)?)\.safetensors$")
@@ -128,3 +132,48 @@ def member_view(ckpt, test, judges: dict, n_points: int = 1000, grid_n: int = 10
         points=np.asarray(proj.transform(codes.mean), np.float32), labels=codes.labels,
         grid=decode_points(model, np.asarray(grid_codes, np.float32)), samples=sample_prior(model, 16, seed)[1],
         recons=decode_points(model, encode_means(model, fixed).numpy()))
+
+
+# --- on disk: each member's view, computed once per checkpoint content ---------------------------
+VIEW_VERSION = 1  # bump when member_view changes what it computes: older files are then ignored
+ARRAYS = ("points", "labels", "grid", "samples", "recons")
+
+
+def member_key(model_sha: str, data_key: str, judge_shas, n_points: int = 1000, grid_n: int = 10,
+               seed: int = 0) -> dict:
+    """Everything a Member depends on: the checkpoint's and the judges' file contents (sha256),
+    the test split (`vae.maps.data_id`), the sample sizes, the shared window and the code version."""
+    return {"what": "beta-member", "version": VIEW_VERSION, "model": model_sha, "data": data_key,
+            "judges": sorted(judge_shas), "n": int(n_points), "grid": int(grid_n), "seed": int(seed), "view": VIEW}
+
+
+class MemberCache:
+    """Members on disk, one .npz per key (arrays plus the figures as JSON, never pickled), shared
+    by every session and server on the folder; `python -m ui.prebuild` fills it at build time.
+    A file that cannot be read back, or whose stored key differs, is a miss."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+
+    def path_for(self, key: dict) -> Path:
+        return self.directory / f"beta-member-{hashlib.sha256(key_json(key).encode()).hexdigest()[:24]}.npz"
+
+    def load(self, key: dict) -> Member | None:
+        path = self.path_for(key)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                if str(f["key_json"]) != key_json(key):
+                    return None
+                head = json.loads(str(f["member_json"]))
+                return Member(beta=float(head["beta"]), figures=head["figures"], **{k: f[k] for k in ARRAYS})
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
+            return None  # truncated, corrupt or an older layout: measure again
+
+    def save(self, key: dict, member: Member) -> None:
+        head = {"beta": member.beta, "figures": {k: float(v) for k, v in member.figures.items()}}
+        arrays = {k: np.asarray(getattr(member, k)) for k in ARRAYS}
+        write_npz(self.path_for(key), arrays | {"key_json": np.array(key_json(key)),
+                                                       "member_json": np.array(json.dumps(head))})
+

@@ -7,9 +7,9 @@ epoch, and saves checkpoints. The CLI (`python -m vae.train`) and the app are tw
 
 Given a `Distributed` group (vae/distributed.py, under `torchrun`), each process trains on its
 shard of every batch and the gradients are averaged across processes, so N processes take the
-steps one process would take with the same global batch (`TrainConfig.batch_size`). Autograd
-models run inside `DistributedDataParallel`; the fused MLPs, whose gradients are written by
-hand and never pass through autograd, all-reduce their gradients themselves (see `_distribute`).
+steps one process would take with the same global batch (`TrainConfig.batch_size`). How a step
+computes its gradients (autograd, torch.compile or the hand-written gradient of the MLPs, and
+how each keeps the processes in step) is `TrainConfig.backend` (vae/steps.py).
 """
 from __future__ import annotations
 
@@ -18,22 +18,18 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
-from . import fused
 from .checkpoint import Checkpoint, save_checkpoint
 from .data import ImageDataset, ImageSplit
 from .device import pick_device
-from .distributed import (SINGLE, Distributed, all_reduce_means, all_reduce_sum, any_rank, average_gradients,
-                          broadcast_module, gather_objects, shard)
+from .distributed import (SINGLE, Distributed, all_reduce_means, all_reduce_sum, any_rank, broadcast_module,
+                          gather_objects, shard)
 from .errors import ConfigError
-from .losses import LossTerms
 from .metrics import likelihood_metrics
 from .models import Autoencoder
+from .steps import BACKENDS, make_step, resolve_backend
 
 
 PRECISIONS = ("float32", "bfloat16")
@@ -50,10 +46,12 @@ class TrainConfig:
     eval_batch_size: int = 1000
     num_threads: int = 0  # torch intra-op threads; 0 leaves torch's default
     device: str = "auto"
-    fused: bool = True  # MLP + Bernoulli models: the gradient written out, no autograd (vae/fused.py)
+    # how a step computes its gradients (vae/steps.py): "autograd", "compile", "fused", or "auto":
+    # the fastest that supports the model (fused for MLP + Bernoulli models, else autograd)
+    backend: str = "auto"
     # "bfloat16": matrix products (and convolutions) on bfloat16 operands, float32 weights,
-    # optimizer and loss (mixed precision). About 2x faster matmuls on CPUs with AVX512-BF16
-    # or AMX and on recent GPUs, much slower on CPUs without them; evaluation stays float32.
+    # optimizer and loss (mixed precision). Faster matmuls on CPUs with AVX512-BF16 or AMX and
+    # on recent GPUs, much slower on CPUs without them (bench/README.md); evaluation stays float32.
     precision: str = "float32"
 
     def __post_init__(self) -> None:
@@ -65,7 +63,7 @@ class TrainConfig:
             ("eval_batch_size", _is_int(self.eval_batch_size) and self.eval_batch_size >= 1, "an integer >= 1"),
             ("num_threads", _is_int(self.num_threads) and 0 <= self.num_threads <= 256, "an integer from 0 to 256"),
             ("seed", _is_int(self.seed) and 0 <= self.seed < 2**63, "an integer from 0 to 2**63 - 1"),
-            ("fused", isinstance(self.fused, bool), "True or False"),
+            ("backend", self.backend in BACKENDS, f"one of {BACKENDS}"),
             ("precision", self.precision in PRECISIONS, f"one of {PRECISIONS}"),
         ]
         for name, ok, expected in checks:
@@ -147,6 +145,9 @@ class Trainer:
         self.out = {k: Path(v) for k, v in (out or {}).items()}
         self.save_optimizer = save_optimizer  # False: smaller files that cannot resume exactly
         self.device = pick_device(config.device)
+        # where each model came from: fit() trains them on self.device and puts them back, so that
+        # code using them after training (on the CPU tensors it has) works on a GPU machine too
+        self._home = {name: next(m.parameters()).device for name, m in models.items()}
         self.history: dict[str, list] = {name: [] for name in models}
         self.start_epoch, self.start_batch = 0, 0  # a resume starts here: epochs done, then batches done
         self._resume_state: dict[str, dict] = {}  # name -> the trainer_state a mid-epoch stop saved
@@ -155,7 +156,9 @@ class Trainer:
         mine = torch.arange(len(data.test))[self.dist.rank::world]
         self._test_shard = data.test if world == 1 else ImageSplit(data.test.images[mine], data.test.labels[mine])
         self.optimizers = {name: self._make_optimizer(m) for name, m in models.items()}
-        self.loss_fns = {name: self._loss_fn(m) for name, m in models.items()}
+        # checked now, built by fit(): under torchrun a step's construction syncs the processes
+        self.backends = {name: resolve_backend(m, config.backend, self.dist) for name, m in models.items()}
+        self.steps: dict = {}
         if resume:
             self._resume(resume)
 
@@ -165,21 +168,6 @@ class Trainer:
             return torch.optim.Adam(model.parameters(), lr=self.config.lr, fused=True)
         except (RuntimeError, TypeError):
             return torch.optim.Adam(model.parameters(), lr=self.config.lr, foreach=True)
-
-    def _loss_fn(self, model: Autoencoder) -> Callable[..., LossTerms]:
-        """model.loss, or the same terms from vae.fused, in the configured precision."""
-        lowp = self.config.precision == "bfloat16"
-        if self.config.fused and fused.supports(model):
-            return fused.FusedLoss(model, matmul_dtype=torch.bfloat16 if lowp else None)
-        if not lowp:
-            return model.loss
-
-        def autocast_loss(x, generator=None):
-            with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                terms = model.loss(x, generator=generator)
-            return LossTerms(*(t.float() for t in (terms.recon, terms.kl, terms.total)))
-
-        return autocast_loss
 
     def _resume(self, resume: dict[str, Checkpoint]) -> None:
         positions = {(ck.epoch, ck.batches_done) for ck in resume.values()}  # every process reads the same files
@@ -221,11 +209,13 @@ class Trainer:
             torch.set_num_threads(cfg.num_threads)
         with _GLOBAL_RNG_LOCK:  # not while another thread builds a seeded model (make_pair)
             torch.manual_seed(cfg.seed)
-        if self.dist.enabled:
-            self._distribute()
+        for m in self.models.values():
+            m.to(self.device)  # a second fit() after the first put them back
+        self.steps = {name: make_step(m, self.optimizers[name], self.backends[name], precision=cfg.precision,
+                                      distributed=self.dist) for name, m in self.models.items()}
         world = self.dist.world_size
         train = self.data.train
-        # the whole split, resident, one row per image: index_select on rows is ~15x faster than
+        # the whole split, resident, one row per image: index_select on rows is much faster than
         # indexing the 4-D tensor (bench/README.md)
         rows = train.images.to(self.device).flatten(1)
         steps_per_epoch = math.ceil(math.ceil(len(train) / world) / (cfg.batch_size // world))
@@ -259,6 +249,8 @@ class Trainer:
         progress = replace(progress, phase=phase, eta_s=0.0)
         for cb in self.callbacks:
             cb.on_train_end(progress)
+        for name, m in self.models.items():
+            m.to(self._home[name])
         return TrainResult(progress, stopped, checkpoints, self.history, self._clock.elapsed())
 
     def _epoch_start(self, epoch: int) -> tuple[tuple, torch.Generator, dict, int]:
@@ -269,8 +261,9 @@ class Trainer:
         # per-epoch seeds: a resumed run draws the same batches and noise as an unbroken one. The
         # order is the same on every process, each takes its shard of it; the noise is each
         # process's own (rank 0's is the single-process stream)
-        order_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        noise_gen = torch.Generator(device=self.device).manual_seed(_rank_seed(cfg.seed * 100_019 + epoch, rank))
+        order_gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, ORDER_STREAM))
+        noise_seed = _rank_seed(epoch_seed(cfg.seed, epoch, NOISE_STREAM), rank)
+        noise_gen = torch.Generator(device=self.device).manual_seed(noise_seed)
         order = shard(torch.randperm(len(self.data.train), generator=order_gen), rank, world)
         local_batch = cfg.batch_size // world
         batches = order.split(local_batch)
@@ -284,16 +277,7 @@ class Trainer:
         return batches[done:], noise_gen, sums, done * local_batch
 
     def _step(self, name: str, batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        model, opt, loss_fn = self.models[name], self.optimizers[name], self.loss_fns[name]
-        x = model.preprocess(batch)
-        if isinstance(loss_fn, fused.FusedLoss):  # sets each .grad itself, no autograd graph
-            terms = loss_fn.step_gradients(x, generator=gen)
-            average_gradients(self.dist, loss_fn.params)  # no-op for one process
-        else:
-            terms = loss_fn(x, generator=gen)
-            opt.zero_grad(set_to_none=True)
-            terms.total.mean().backward()
-        opt.step()
+        terms = self.steps[name](self.models[name].preprocess(batch), gen)
         # sums stay on the device: no host sync per step (a .item() would stall a GPU)
         return torch.stack([terms.recon.sum(), terms.kl.sum(), terms.total.sum()]).detach()
 
@@ -358,41 +342,25 @@ class Trainer:
                             batches_done=batches_done, trainer_state=state,
                             optimizer_state=self.optimizers[name].state_dict() if self.save_optimizer else None,
                             extra={"stopped": stopped, "wall_s": round(self._clock.elapsed(), 1),
-                                   "device": str(self.device)} | extra)
+                                   "device": str(self.device), "backend": self.backends[name]} | extra)
             saved[name] = save_checkpoint(ck, self.out[name])
         self.dist.barrier()  # every process past the save before anyone reports it
         for cb in self.callbacks:
             cb.on_checkpoint(epoch, dict(saved))
         return saved
 
-    def _distribute(self) -> None:
-        """Keep the processes' models in step: each process computes the gradient of its shard,
-        and every process applies their mean.
 
-        Autograd models run inside DistributedDataParallel, which broadcasts rank 0's weights and
-        buffers, then all-reduces gradients in buckets while the backward pass still runs. The
-        fused MLPs (vae/fused.py) set their gradients without autograd, so DDP's hooks would never
-        fire: rather than give up their speed (about 2x on a CPU, bench/README.md), the trainer
-        broadcasts their weights once and averages their gradients itself after each backward
-        (`average_gradients`, one all-reduce; the same mean DDP takes)."""
-        for name, model in self.models.items():
-            loss_fn = self.loss_fns[name]
-            if isinstance(loss_fn, fused.FusedLoss):
-                broadcast_module(self.dist, model)
-            else:
-                self.loss_fns[name] = DistributedDataParallel(_LossOf(model, loss_fn))
+ORDER_STREAM, NOISE_STREAM = 100_003, 100_019  # odd multipliers: one per stream an epoch draws from
 
 
-class _LossOf(nn.Module):
-    """A model's loss as a module's forward: DDP synchronises what runs inside forward, and the
-    trainer calls a loss, not the model's forward."""
+def epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    """The seed of one epoch's stream (`ORDER_STREAM`: its shuffle, `NOISE_STREAM`: the VAE's noise).
 
-    def __init__(self, model: Autoencoder, loss_fn: Callable[..., LossTerms]):
-        super().__init__()
-        self.model, self.loss_fn = model, loss_fn
-
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> LossTerms:
-        return self.loss_fn(x, generator=generator)
+    seed * stream + epoch, wrapped to the 64 bits `torch.Generator.manual_seed` takes (a seed
+    above about 1.8e14 overflowed them). Wrapping changes no seed that fitted before, so runs
+    and checkpoints from before the wrap resume as they were; and since `stream` is odd,
+    multiplying by it is a bijection modulo 2**64: distinct seeds still get distinct streams."""
+    return (seed * stream + epoch) % 2**64
 
 
 def _rank_seed(seed: int, rank: int) -> int:
@@ -452,22 +420,6 @@ def _seeded_model(config, seed: int) -> Autoencoder:
     with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return Autoencoder(config)
-
-
-def on_progress(fn: Callable[[Progress], None]) -> Callback:
-    """A Callback from a plain function called at every step, epoch end and train end."""
-
-    class _Fn(Callback):
-        def on_step_end(self, p):
-            fn(p)
-
-        def on_epoch_end(self, p, models):
-            fn(p)
-
-        def on_train_end(self, p):
-            fn(p)
-
-    return _Fn()
 
 
 if __name__ == "__main__":

@@ -446,10 +446,5 @@ def _read_summary(home: Path) -> StoredUpload | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
-
-def remove_upload(path: str | Path) -> None:
-    """Delete a stored upload (the folder of its digest)."""
-    shutil.rmtree(Path(path).parent, ignore_errors=True)
-
 __all__ = ["StoredUpload", "UploadLimits", "check_archive", "check_image_zip", "check_npz", "check_size",
-           "prune_uploads", "remove_upload", "store_upload", "upload_of"]
+           "prune_uploads", "store_upload", "upload_of"]
