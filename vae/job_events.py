@@ -9,7 +9,8 @@ so it never sees half an event. This is how a supervising thread, a second app p
 restarted server all learn a run's progress, curves, maps, checkpoints and end.
 
 Events ("t" is the type):
-    started      name, classes, notes, resumed_from   (data loaded, models built)
+    started      name, classes, notes                 (the data set is loaded)
+    resumed      epochs_done, notes                   (models built; from a checkpoint when epochs_done > 0)
     note         text
     progress     p (a vae.train.Progress as a dict), curve (append a loss-curve point)
     snapshot     epoch, method, test, file            (the points and labels are in `file`)

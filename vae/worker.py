@@ -69,18 +69,17 @@ def run_job(spec: JobSpec, out_dir: Path, events, *, stop_event: threading.Event
 def _train(spec, out_dir, events, stop_event, threads, load_data, group, device) -> str:
     data = load_data(spec)
     name = spec.pair_name(data.name)
+    events.emit("started", name=name, classes=list(data.classes), notes=list(data.notes))
     if stop_event.is_set():
-        events.emit("started", name=name, classes=list(data.classes), notes=list(data.notes), resumed_from=0)
         return "stopped"
     models = build_models(spec, data)
     out = checkpoint_paths(spec, out_dir, name)
     resume, notes = saved_checkpoints(spec, out)
     recorder = Recorder(events, data.test.subset(SNAPSHOT_IMAGES, seed=spec.seed))
     config = spec.train_config(threads, device=device)
-    trainer = Trainer(models, data, config, callbacks=[recorder] if group.is_main else [], stop_event=stop_event, out=out, resume=resume,
-                      distributed=group)
-    events.emit("started", name=name, classes=list(data.classes), notes=list(data.notes) + notes,
-                resumed_from=trainer.start_epoch)
+    trainer = Trainer(models, data, config, callbacks=[recorder] if group.is_main else [], stop_event=stop_event,
+                      out=out, resume=resume, distributed=group)
+    events.emit("resumed", epochs_done=trainer.start_epoch, notes=notes)
     if group.is_main:
         recorder.snapshot(trainer.start_epoch, models, {k: dict(v) for k, v in trainer.test.items()})
     if trainer.start_epoch >= spec.epochs:  # every epoch is saved already (a stop during the last save)
