@@ -53,13 +53,19 @@ def load_spec_data(spec: JobSpec) -> ImageDataset:
     return data.limit(train=spec.limit_train, test=spec.limit_test, seed=spec.seed)
 
 
+ORPHANED = "the app process that started this job ended; the batches trained so far are saved"
+
+
 def run_job(spec: JobSpec, out_dir: Path, events, *, stop_event: threading.Event, threads: int = 0,
             load_data: Callable[[JobSpec], ImageDataset] | None = None, group: Distributed = SINGLE,
-            device: str = "auto") -> str:
-    """Train `spec`; every outcome is an event, the last one `finished`. Returns its state."""
+            device: str = "auto", orphaned: threading.Event | None = None) -> str:
+    """Train `spec`; every outcome is an event, the last one `finished`. Returns its state.
+    `orphaned` set: the stop came from the death of the app process, so the job is "interrupted"
+    (as if it had died with it, but with its batches saved), for a restarted server to resume."""
     try:
         state = _train(spec, Path(out_dir), events, stop_event, threads, load_data or load_spec_data, group, device)
-        events.emit("finished", state=state, error="")
+        lost = state == "stopped" and orphaned is not None and orphaned.is_set()
+        events.emit("finished", state="interrupted" if lost else state, error=ORPHANED if lost else "")
     except Exception as err:  # a job's failure is reported, never raised into the app
         state = "failed"
         events.emit("finished", state=state, error=f"{type(err).__name__}: {err}")
@@ -224,10 +230,16 @@ def write_job_file(run_dir: Path, spec: JobSpec, out_dir: Path, threads: int) ->
                                           "supervisor_pid": os.getpid()})
 
 
-def _watch(stop: threading.Event, run_dir: Path, supervisor_pid: int) -> None:
-    """Sets `stop` when a stop file appears or the supervising app process is gone."""
+def _watch(stop: threading.Event, orphaned: threading.Event, run_dir: Path, supervisor_pid: int) -> None:
+    """Sets `stop` when a stop file appears, and `orphaned` too when the supervising app process is
+    gone (its parent changes at once, even while a dead supervisor is not yet reaped; under
+    torchrun the parent is torchrun, and the app's pid tells)."""
+    parent = os.getppid()
     while not stop.is_set():
-        if (run_dir / STOP_FILE).exists() or not _alive(supervisor_pid):
+        if os.getppid() != parent or not _alive(supervisor_pid):
+            orphaned.set()
+            stop.set()
+        elif (run_dir / STOP_FILE).exists():
             stop.set()
         time.sleep(WATCH_INTERVAL_S)
 
@@ -251,17 +263,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run_dir = Path(args[0])
     job = json.loads((run_dir / JOB_FILE).read_text())
-    stop = threading.Event()
+    stop, orphaned = threading.Event(), threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())  # the trainer stops at the next step and saves
-    threading.Thread(target=_watch, args=(stop, run_dir, job["supervisor_pid"]), daemon=True).start()
+    threading.Thread(target=_watch, args=(stop, orphaned, run_dir, job["supervisor_pid"]), daemon=True).start()
     group, device = init_from_env("auto")  # one process, or one of torchrun's
     events = EventWriter(run_dir) if group.is_main else NullWriter()
     try:
         spec = JobSpec.from_dict(job["spec"])
         load = (lambda s: one_disk_at_a_time(group, lambda: load_spec_data(s))) if group.enabled else None
         run_job(spec, Path(job["out_dir"]), events, stop_event=stop, threads=job["threads"], load_data=load,
-                group=group, device=str(device) if group.enabled else "auto")
+                group=group, device=str(device) if group.enabled else "auto", orphaned=orphaned)
     finally:
         events.close()
         shutdown(group)
