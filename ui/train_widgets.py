@@ -330,7 +330,9 @@ def job_status(registry: JobRegistry, v: JobView) -> None:
     for note in v.notes:
         st.warning(state.public(note))
     if v.active:
-        if v.state == "queued":
+        if v.state == "queued" and not v.local:
+            st.info("Waiting for a free training slot in another app process on this server's state folder.")
+        elif v.state == "queued":
             st.info(f"Waiting for a free training slot: number {registry.queue_position(v.id) or '?'} in the queue "
                     f"(this server trains {registry.max_running} job(s) at a time).")
         elif v.progress is None:

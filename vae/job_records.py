@@ -5,7 +5,9 @@ Several app processes may share one state folder (a restarted server, two worker
 the record says what happened to a configuration, the lock says whether some live process is on it
 now. `fcntl.flock` locks belong to an open file and vanish with the process that held them, so a
 `kill -9` leaves no stale lock: a record that reads "running" with a free lock is a job whose
-process died, that is, an interrupted job whose last per-epoch checkpoint can be resumed.
+process died, that is, an interrupted job whose last per-epoch checkpoint can be resumed. A job
+that trains in a child process (vae/worker.py) hands its lock's open file down to the child, so
+the configuration stays taken until both have ended, however the app process ended.
 """
 from __future__ import annotations
 
