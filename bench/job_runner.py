@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -87,6 +88,10 @@ async def measure(url: str, args) -> dict:
     s0, t0 = trainer.step, time.monotonic()
     busy = await page_times(url, args.sessions, args.rounds)
     loaded = (trainer.step - s0) / (time.monotonic() - t0)
+    trainer.task.cancel()  # its poll must leave the websocket before the Stop button's page run reads it
+    with contextlib.suppress(asyncio.CancelledError):
+        await trainer.task
+    trainer.task = None
     await trainer.stop()
     return dict(idle=idle, busy=busy, alone=alone, loaded=loaded)
 
@@ -125,6 +130,7 @@ def main() -> int:
             try:
                 results[runner] = asyncio.run(measure(f"http://127.0.0.1:{port}", args))
                 print(f"{runner}: done; load average {os.getloadavg()[0]:.1f}", flush=True)
+                print(report({runner: results[runner]}, args.sessions), flush=True)
             finally:
                 server.terminate()
                 try:

@@ -17,7 +17,8 @@ from plotly.subplots import make_subplots
 from vae.data import EMBEDDED
 from vae.device import has_fast_bfloat16, pick_device
 from vae.errors import ConfigError, DatasetError
-from vae.jobs import ACTIVE_STATES, JobRegistry, JobSpec, JobView, LatentSnapshot, compatible_presets, torchrun_devices
+from vae.jobs import (ACTIVE_STATES, HostedLimits, JobRegistry, JobSpec, JobView, LatentSnapshot, compatible_presets,
+                      torchrun_devices)
 from vae.presets import PRESETS
 from vae.uploads import UploadLimits, prune_uploads, store_upload, upload_of
 
@@ -129,7 +130,7 @@ def hyperparameter_form(preset_name: str, source: str | None, settings: Settings
                                key="train_beta" + k, help="1 is the plain VAE; larger pulls codes harder to the prior.")
         kinds = c3.radio("Models", list(KIND_CHOICES), format_func=KIND_CHOICES.get, horizontal=True,
                          key="train_kinds" + k, help="All train on the same batches in the same order.")
-        cap = 4 if settings.hosted else None  # the registry checks it too (HostedLimits.max_sweep_values)
+        cap = HostedLimits.max_sweep_values if settings.hosted else None  # the registry checks it too
         betas = st.multiselect("β values of a sweep (with *β sweep*: one model per value, 0 is the AE)", SWEEP_BETAS,
                                SWEEP_DEFAULT, format_func=lambda b: f"{b:g}", max_selections=cap, key="train_betas" + k,
                                help="A family from the AE to past posterior collapse; when it is done, the β dial "
