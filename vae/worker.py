@@ -41,6 +41,9 @@ CURVE_INTERVAL_S = 0.5  # at most one loss-curve point per model this often (plu
 WATCH_INTERVAL_S = 0.2  # how often a child looks for a stop file and for its app process
 STOP_FILE = "stop"
 JOB_FILE = "job.json"
+# A child trains at a lower CPU priority than the app: where the cores are few (a 2-vCPU Space),
+# visitors' page runs come first and training takes what they leave (bench/job_runner.py)
+NICENESS = 10
 
 
 def checkpoint_paths(spec: JobSpec, out_dir: Path, name: str) -> dict[str, Path]:
@@ -263,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run_dir = Path(args[0])
     job = json.loads((run_dir / JOB_FILE).read_text())
+    os.nice(NICENESS)
     stop, orphaned = threading.Event(), threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())  # the trainer stops at the next step and saves
