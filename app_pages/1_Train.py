@@ -19,7 +19,8 @@ st.markdown(
 Both models see **the same batches in the same order**; the only difference is the VAE's
 noisy codes and its KL term. Training runs on the server in the background: you can leave this
 page, open it in another tab, or close the browser, and come back to the same job. When it is
-done, the pair appears in the model picker of every page.
+done, the pair appears in the model picker of every page. A **β sweep** trains one model per
+value of the KL weight instead (0 is the AE), on the same batches; the β dial page shows it.
 """
 )
 

@@ -157,3 +157,30 @@ def test_clearing_the_servers_cache_stops_its_training_jobs(app_env, bands_npz):
     # a fresh registry, and no thread of the old one races it; it reads the stopped job from disk
     [again] = state.registry().list()
     assert again is not job and again.id == job.id and again.state == "stopped" and again.thread is None
+
+
+def test_the_train_page_starts_a_beta_sweep_that_the_beta_dial_then_finds(app_env, bands_npz):
+    """Issue 18: a sweep from the Train page; per-member rows while it runs and when done; its family
+    is in the catalog the β dial reads, and the model picker does not take it for a pair."""
+    from ui import state
+    from vae.sweep import find_families
+
+    at = AppTest.from_file(ROOT / "app_pages/1_Train.py", default_timeout=30).run()
+    at.selectbox(key="train_dataset").select("path").run()
+    at.text_input(key="train_path").input(str(bands_npz)).run()
+    at.selectbox(key="train_preset").select("mnist-2d").run()
+    at.radio(key="train_kinds_mnist-2d").set_value(("sweep",))
+    at.multiselect(key="train_betas_mnist-2d").set_value([0.0, 1.0, 4.0])
+    at.number_input(key="train_epochs_mnist-2d").set_value(1)
+    at.button(key="FormSubmitter:train_form-Start training").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    [job] = state.registry().list()
+    assert job.spec.betas == (0.0, 1.0, 4.0)
+    assert job.join(60) and job.state == "done", job.view().error
+    at.run()
+    assert any("on the **β dial** page" in s.value for s in at.success)
+    [members] = [d.value for d in at.dataframe if "model" in d.value.columns]
+    assert list(members["model"]) == ["β = 0 (AE)", "β = 1", "β = 4"] and list(members["saved"]) == ["yes"] * 3
+    [family] = find_families(state.model_folders())
+    assert family.name == job.view().name and family.betas == [0.0, 1.0, 4.0]
+    assert job.view().name not in [p.name for p in state.list_pairs()[0]]

@@ -119,57 +119,90 @@ def test_stop_then_start_again_resumes_and_never_overwrites_a_later_epoch(tmp_pa
         reg.shutdown()
 
 
-# --- 19.4, 14.2: kill -9 of a real training process, then a restart ------------------------------------
+# --- 19.4, 14.2: kill -9 of a real server process, then a restart; two processes on one folder --------------
 CHILD = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {root!r})
     from vae.jobs import JobRegistry, JobSpec
-    reg = JobRegistry({trained!r}, train_threads=1)
+    reg = JobRegistry({trained!r}, train_threads=1, runner={runner!r})
     job, _ = reg.submit(JobSpec(dataset={data!r}, preset="mnist-mlp", latent_dim=4, epochs=200, batch_size=8,
                                 lr=3e-3))
     print(job.id, flush=True)
     time.sleep(600)
-""")
+""").replace("{runner!r}", "'thread'")  # what test_app_hosted's restart runs (a server that trains in a thread)
+PROCESS_CHILD = CHILD.replace("runner='thread'", "runner='process'")  # a server whose job trains in its own child
 
 
-def test_kill_9_during_training_then_restart_lists_the_job_and_resumes_from_its_last_epoch(tmp_path, bands_npz):
-    trained = tmp_path / "trained"
-    code = CHILD.format(root=str(ROOT), trained=str(trained), data=str(bands_npz))
+def records_of(trained: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in (trained / ".jobs").glob("*.json")]
+
+
+def start_server_process(code: str) -> tuple[subprocess.Popen, str]:
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        job_id = child.stdout.readline().strip()
-        records = trained / ".jobs"
+    return child, child.stdout.readline().strip()
 
-        def epochs_on_disk():
-            rec = [json.loads(p.read_text()) for p in records.glob("*.json")]
-            return rec[0]["epochs_done"] if rec and rec[0].get("checkpoints") else 0
-        assert wait_for(lambda: epochs_on_disk() >= 2, 90), "the child never saved 2 epochs"
-        # a registry in another process meanwhile refuses the same configuration: one job per configuration
-        other = JobRegistry(trained, train_threads=1)
+
+def test_a_second_process_lists_attaches_to_and_stops_the_first_ones_job(tmp_path, bands_npz):
+    """Two JobRegistry instances in two OS processes on one state folder: the second lists the first's
+    job with its live progress, a submit of the same settings attaches to it, and Stop there reaches it."""
+    trained = tmp_path / "trained"
+    child, job_id = start_server_process(PROCESS_CHILD.format(root=str(ROOT), trained=str(trained), data=str(bands_npz)))
+    other = JobRegistry(trained, train_threads=1, runner="process")
+    try:
+        [job] = other.list()
+        assert job.id == job_id and not job.local
+        assert wait_for(lambda: (p := job.view().progress) is not None and p.step > 20, 90)
+        step = job.view().progress.step
+        assert wait_for(lambda: job.view().progress.step > step, 30)  # live, read from the run's log
+        assert job.view().state == "running"
         spec = tiny_spec(bands_npz, epochs=200, batch_size=8)
-        with pytest.raises(ConfigError, match="another server process"):
-            other.submit(spec)
-        assert other.list() == []  # it does not show the live job of another process as interrupted
+        assert other.submit(spec) == (job, False)  # no second run of one configuration
+        assert other.stop(job.id)  # locally anyone may stop any job, whichever process runs it
+        assert wait_for(lambda: job.view().state == "stopped", 15)
+        assert load_checkpoint(job.view().checkpoints["vae"]).extra["stopped"] is True
+        assert wait_for(lambda: not other.records.busy(spec.key()), 15)  # the first process let it go
+        assert wait_for(lambda: records_of(trained)[0]["state"] == "stopped", 15)
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait(10)
-    killed_at = epochs_on_disk()
+        other.shutdown()
+
+
+@pytest.mark.parametrize("code", [CHILD, PROCESS_CHILD], ids=["thread", "process"])
+def test_kill_9_during_training_then_restart_lists_the_job_and_resumes_from_its_last_epoch(tmp_path, bands_npz, code):
+    trained = tmp_path / "trained"
+    child, job_id = start_server_process(code.format(root=str(ROOT), trained=str(trained), data=str(bands_npz)))
+
+    def epochs_on_disk():
+        rec = records_of(trained)
+        return rec[0]["epochs_done"] if rec and rec[0].get("checkpoints") else 0
+    try:
+        assert wait_for(lambda: epochs_on_disk() >= 2, 90), "the child never saved 2 epochs"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)  # no shutdown hook runs: what a crash or an OOM kill does
+        child.wait(10)
     stale = trained / ".mnist-mlp-bands-abcdef-vae.safetensors.x1y2.tmp"
     stale.write_bytes(b"")  # what a crash in the middle of a save leaves
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
 
     reg = JobRegistry(trained, train_threads=1)  # the restarted server
     try:
+        # a worker process outlives its server only until it notices: it saves and leaves, freeing the settings
+        assert wait_for(lambda: reg.list()[0].view().state == "interrupted", 15)
         [found] = reg.list()
         view = found.view()
-        assert found.id == job_id and view.state == "interrupted" and view.epochs_done == killed_at
+        saved = load_checkpoint(view.checkpoints["vae"])
+        assert found.id == job_id and view.epochs_done == saved.epoch >= 2
+        # and once nobody holds the settings any more, the record says so too (for every other process)
+        assert wait_for(lambda: reg.list() and records_of(trained)[0]["state"] == "interrupted", 15)
+        reg._load_records()  # what a restart does once the settings are free: the stale temporary file goes
         assert not stale.exists()
         resumed = reg.resume(found.id)
-        assert wait_for(lambda: resumed.view().epochs_done > killed_at, 60)
-        assert resumed.view().resumed_from == killed_at
+        assert wait_for(lambda: resumed.view().epochs_done > saved.epoch, 60)
+        assert resumed.view().resumed_from == saved.epoch
         reg.stop(resumed.id)
         assert resumed.join(10)
         ck = load_checkpoint(resumed.view().checkpoints["vae"])
-        assert ck.epoch > killed_at and [h["epoch"] for h in ck.history] == list(range(1, ck.epoch + 1))
+        assert ck.epoch > saved.epoch and [h["epoch"] for h in ck.history] == list(range(1, ck.epoch + 1))
     finally:
         reg.shutdown()

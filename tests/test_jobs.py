@@ -1,3 +1,5 @@
+import os
+import signal
 import threading
 import time
 
@@ -7,7 +9,8 @@ import pytest
 from vae import ConfigError, load_checkpoint
 from vae.catalog import find_pairs
 from vae.data import load_dataset
-from vae.jobs import JobRegistry, JobSpec, compatible_presets, guess_image_shape
+from vae.jobs import HostedLimits, JobRegistry, JobSpec, compatible_presets, guess_image_shape
+from vae.sweep import find_families
 from vae.projections import procrustes_align
 
 
@@ -26,7 +29,8 @@ def gated_loader(gate: threading.Event):
 
 @pytest.fixture
 def registry(tmp_path):
-    reg = JobRegistry(tmp_path / "trained", max_running=1, train_threads=1)
+    """The app's default: each job trains in a child process (python -m vae.worker)."""
+    reg = JobRegistry(tmp_path / "trained", max_running=1, train_threads=1, runner="process")
     yield reg
     reg.shutdown()
 
@@ -134,7 +138,9 @@ def test_hosted_limits_refuse_larger_specs(tmp_path, bands_npz):
     assert reg.list() == []
 
 
-def test_stop_ends_within_a_second_and_keeps_the_checkpoint(registry, bands_npz):
+@pytest.mark.parametrize("runner", ["process", "thread"])
+def test_stop_ends_within_a_second_and_keeps_the_checkpoint(tmp_path, bands_npz, runner):
+    registry = JobRegistry(tmp_path / "trained", train_threads=1, runner=runner)
     job, _ = registry.submit(tiny_spec(bands_npz, epochs=200, batch_size=8))
     assert wait_for(lambda: (p := job.view().progress) is not None and p.step > 5)
     t0 = time.perf_counter()
@@ -146,9 +152,11 @@ def test_stop_ends_within_a_second_and_keeps_the_checkpoint(registry, bands_npz)
     pairs, problems = find_pairs([registry.out_dir])
     assert [p.name for p in pairs] == [view.name] and not problems  # the model picker will list it
     assert view.name.startswith("mnist-mlp-bands-")
+    registry.shutdown()
 
 
-def test_an_exception_in_the_thread_fails_the_job_not_the_registry(tmp_path, registry, bands_npz, monkeypatch):
+def test_an_exception_in_the_thread_fails_the_job_not_the_registry(tmp_path, bands_npz, monkeypatch):
+    registry = JobRegistry(tmp_path / "trained", train_threads=1, runner="thread")  # the patch lives in this process
     missing, _ = registry.submit(tiny_spec(tmp_path / "missing.npz"))
     assert missing.join(10)
     assert missing.state == "failed" and missing.view().error.startswith("DatasetError: ") and "no such file" in missing.view().error
@@ -166,6 +174,7 @@ def test_an_exception_in_the_thread_fails_the_job_not_the_registry(tmp_path, reg
     # one row per configuration: the retry replaces the failed run's row, and its id leads to the retry
     assert {j.state for j in registry.list()} == {"failed", "done"} and len(registry.list()) == 2
     assert registry.get(broken.id) is retried
+    registry.shutdown()
 
 
 def test_a_snapshot_per_epoch_with_stable_shapes_and_orientation(registry, bands_npz):
@@ -225,7 +234,7 @@ def test_built_in_data_is_loaded_once_per_registry_and_threads_are_restored(tmp_
 
     monkeypatch.setattr("vae.jobs.load_dataset", fake_load)
     before = torch.get_num_threads()
-    reg = JobRegistry(tmp_path / "trained", train_threads=1)
+    reg = JobRegistry(tmp_path / "trained", train_threads=1, runner="thread")  # the data cache is the thread runner's
     for seed in (0, 1):
         job, _ = reg.submit(JobSpec(dataset="mnist", preset="mnist-mlp", latent_dim=4, epochs=1, batch_size=64, seed=seed))
         assert job.join(30) and job.state == "done"
@@ -254,3 +263,100 @@ def test_a_job_trains_on_the_local_copy_in_the_data_folder_without_downloading(t
     view = job.view()
     assert view.notes == () and view.classes == ("0", "1", "2")  # the bands, not the fallback digits
     assert load_checkpoint(view.checkpoints["vae"]).dataset["source"] == str(tmp_path / "data" / "mnist.npz")
+
+
+# --- the process runner (issue 14.2) -------------------------------------------------------------------
+def test_spec_keys_of_earlier_configurations_are_unchanged(bands_npz):
+    """Records and locks on disk are named by key: a sweep or torchrun field at its default must not
+    change the key that earlier versions gave a configuration (values computed before they existed)."""
+    assert JobSpec().key() == "1722aca121bca397"
+    spec = JobSpec(dataset="embedded-mnist", preset="mnist-mlp", latent_dim=4, epochs=2, batch_size=64, lr=3e-3)
+    assert spec.key() == "0e3581c186d3a63e"
+    assert JobSpec(dataset="embedded-mnist", processes=2).key() != JobSpec().key()
+
+
+def test_a_process_job_trains_in_a_child_and_its_log_is_the_view(registry, bands_npz):
+    job, _ = registry.submit(tiny_spec(bands_npz, epochs=2, limit_test=100))
+    assert wait_for(lambda: job._worker is not None, 10)
+    assert job._worker.proc.pid != os.getpid()  # not this interpreter, not its GIL
+    assert not [t for t in threading.enumerate() if t.name.startswith("trainer-")]
+    assert job.join(60) and job.state == "done", job.view().error
+    view = job.view()
+    assert [s.epoch for s in view.snapshots] == [0, 1, 2] and view.epochs_done == 2
+    assert all(p.shape == (100, 2) for p in view.snapshots[-1].points.values())
+    assert {p.epoch for p in view.curves["vae"]} >= {1.0, 2.0}
+    assert load_checkpoint(view.checkpoints["vae"]).epoch == 2
+    lines = (job.run_dir / "events.jsonl").read_text().splitlines()
+    assert lines[-1].startswith('{"t":"finished"') and '"state":"done"' in lines[-1]
+
+
+def test_a_child_killed_by_sigkill_leaves_an_interrupted_job_that_resumes(registry, bands_npz):
+    spec = tiny_spec(bands_npz, epochs=200, batch_size=8)
+    job, _ = registry.submit(spec)
+    assert wait_for(lambda: job.view().checkpoints, 90)
+    assert os.getpriority(os.PRIO_PROCESS, job._worker.proc.pid) >= 10  # page runs of the app come first
+    os.kill(job._worker.proc.pid, signal.SIGKILL)
+    assert job.join(10)
+    view = job.view()
+    assert view.state == "interrupted" and "killed by signal SIGKILL" in view.error
+    saved = load_checkpoint(view.checkpoints["vae"])
+    assert saved.epoch == view.epochs_done >= 1
+    assert not registry.records.busy(spec.key())  # the configuration is free again
+    again = registry.resume(job.id)
+    assert wait_for(lambda: again.view().progress is not None, 60)
+    assert again.view().resumed_from == saved.epoch
+    registry.stop(again.id)
+    assert again.join(10) and again.state == "stopped"
+
+
+# --- a beta sweep as a job (issue 18) -----------------------------------------------------------------
+def test_a_sweep_spec_is_normalised_and_validated(bands_npz):
+    a = tiny_spec(bands_npz, betas=(4, 0, 1.0))
+    assert a.betas == (0.0, 1.0, 4.0) and a.members() == ("beta-0", "beta-1", "beta-4")
+    assert a.key() == tiny_spec(bands_npz, betas=[0, 1, 4], kinds=("vae",)).key()  # kinds do not apply
+    for bad in ((1.0,), (1, 1), (-1, 0), (0, float("nan"))):
+        with pytest.raises(ConfigError, match="betas"):
+            tiny_spec(bands_npz, betas=bad)
+    with pytest.raises(ConfigError, match="multiple of 3"):
+        tiny_spec(bands_npz, processes=3, batch_size=64)
+
+
+def test_hosted_limits_cap_sweeps_and_refuse_torchrun(bands_npz):
+    limits = HostedLimits()
+    base = dict(dataset="embedded-mnist", epochs=1, limit_train=100)
+    limits.check(tiny_spec(bands_npz, betas=(0, 0.1, 1, 4), **base))
+    with pytest.raises(ConfigError, match="sweep of 5 values of β is over this server's limit of 4"):
+        limits.check(tiny_spec(bands_npz, betas=(0, 0.1, 1, 4, 8), **base))
+    with pytest.raises(ConfigError, match="beta=60 is over"):
+        limits.check(tiny_spec(bands_npz, betas=(0, 60), **base))
+    with pytest.raises(ConfigError, match="several processes"):
+        limits.check(tiny_spec(bands_npz, processes=2, **base))
+
+
+def test_a_sweep_job_trains_one_model_per_beta_and_the_beta_dial_finds_the_family(registry, bands_npz):
+    job, _ = registry.submit(tiny_spec(bands_npz, preset="mnist-2d", latent_dim=None, betas=(0, 1, 4), epochs=1,
+                                       limit_test=60))
+    assert job.join(60) and job.state == "done", job.view().error
+    view = job.view()
+    assert set(view.checkpoints) == {"beta-0", "beta-1", "beta-4"} and set(view.curves) == set(view.checkpoints)
+    assert list(view.snapshots[-1].points) == ["beta-0", "beta-1", "beta-4"]
+    [family] = find_families([registry.out_dir])
+    assert family.name == view.name and family.betas == [0.0, 1.0, 4.0]
+    first = {b: load_checkpoint(p) for b, p in family.members}
+    assert not first[0.0].config.variational and first[4.0].config.beta == 4.0
+    assert len({ck.history[0]["train"]["recon"] for ck in first.values()}) == 3  # three models, one run
+    assert not find_pairs([registry.out_dir])[0]  # not a pair: the model picker does not list it
+
+
+def test_a_job_can_train_under_torchrun_with_two_cpu_processes(tmp_path, bands_npz):
+    reg = JobRegistry(tmp_path / "trained", train_threads=1, runner="process")
+    try:
+        job, _ = reg.submit(tiny_spec(bands_npz, epochs=1, processes=2, limit_test=100))
+        assert job.join(120) and job.state == "done", (job.view().error, (job.run_dir / "worker.log").read_text()[-2000:])
+        ck = load_checkpoint(job.view().checkpoints["vae"])
+        assert ck.extra["world_size"] == 2 and ck.epoch == 1
+        assert len(job.view().snapshots) == 2  # rank 0 alone speaks for the job
+        with pytest.raises(ConfigError, match="process runner"):
+            JobRegistry(tmp_path / "other", runner="thread").submit(tiny_spec(bands_npz, processes=2))
+    finally:
+        reg.shutdown()

@@ -17,7 +17,8 @@ from plotly.subplots import make_subplots
 from vae.data import EMBEDDED
 from vae.device import has_fast_bfloat16, pick_device
 from vae.errors import ConfigError, DatasetError
-from vae.jobs import ACTIVE_STATES, JobRegistry, JobSpec, JobView, LatentSnapshot, compatible_presets
+from vae.jobs import (ACTIVE_STATES, HostedLimits, JobRegistry, JobSpec, JobView, LatentSnapshot, compatible_presets,
+                      torchrun_devices)
 from vae.presets import PRESETS
 from vae.uploads import UploadLimits, prune_uploads, store_upload, upload_of
 
@@ -34,7 +35,9 @@ DATASETS = {
     "upload": "Upload (.npz or .zip)",
     "path": "A .npz file or image folder on this server",
 }
-KIND_CHOICES = {("ae", "vae"): "AE and VAE", ("vae",): "VAE only", ("ae",): "AE only"}
+KIND_CHOICES = {("ae", "vae"): "AE and VAE", ("vae",): "VAE only", ("ae",): "AE only", ("sweep",): "β sweep"}
+SWEEP_BETAS = (0.0, 0.01, 0.1, 0.3, 0.5, 1.0, 2.0, 4.0, 8.0, 10.0)  # what the sweep's picker offers
+SWEEP_DEFAULT = [0.0, 0.1, 1.0, 4.0]
 MAX_IMAGES = 60_000  # the largest built-in training split (MNIST)
 
 # st.session_state keys of this page
@@ -126,7 +129,12 @@ def hyperparameter_form(preset_name: str, source: str | None, settings: Settings
         beta = c2.number_input("β (KL weight, VAE only)", 0.0, 50.0, float(p.base.beta), 0.1, format="%.2f",
                                key="train_beta" + k, help="1 is the plain VAE; larger pulls codes harder to the prior.")
         kinds = c3.radio("Models", list(KIND_CHOICES), format_func=KIND_CHOICES.get, horizontal=True,
-                         key="train_kinds" + k, help="Both train on the same batches in the same order.")
+                         key="train_kinds" + k, help="All train on the same batches in the same order.")
+        cap = HostedLimits.max_sweep_values if settings.hosted else None  # the registry checks it too
+        betas = st.multiselect("β values of a sweep (with *β sweep*: one model per value, 0 is the AE)", SWEEP_BETAS,
+                               SWEEP_DEFAULT, format_func=lambda b: f"{b:g}", max_selections=cap, key="train_betas" + k,
+                               help="A family from the AE to past posterior collapse; when it is done, the β dial "
+                                    "page shows it.")
         c1, c2, c3 = st.columns(3)
         epochs = c1.number_input("Epochs", 1, settings.max_epochs, min(p.epochs, settings.max_epochs),
                                  key="train_epochs" + k)
@@ -145,15 +153,28 @@ def hyperparameter_form(preset_name: str, source: str | None, settings: Settings
                                      "reported figure stay float32; the trained model differs slightly from "
                                      "a float32 run.")
             precision = "bfloat16" if mixed else "float32"
+        processes = _processes_input(settings, k)
         if settings.hosted:
             st.caption(f"On this shared server a job has at most {settings.max_epochs} epochs and "
                        f"{max_images:,} training images, and jobs run {settings.max_running_jobs} at a time.")
         submitted = st.form_submit_button("Start training", type="primary", disabled=source is None)
     if not submitted or source is None:
         return None
-    return dict(dataset=source, preset=preset_name, kinds=kinds, latent_dim=int(latent_dim), beta=float(beta),
-                epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), seed=int(seed), limit_train=int(limit),
-                precision=precision)
+    sweep = kinds == ("sweep",)
+    return dict(dataset=source, preset=preset_name, kinds=("ae", "vae") if sweep else kinds, latent_dim=int(latent_dim),
+                beta=float(beta), epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), seed=int(seed),
+                limit_train=int(limit), precision=precision, betas=tuple(betas) if sweep else (), processes=processes)
+
+
+def _processes_input(settings: Settings, k: str) -> int:
+    """torchrun with one process per GPU, offered only where there are several GPUs, never on a
+    shared server (the registry refuses it there too)."""
+    gpus = torchrun_devices()
+    if settings.hosted or gpus < 2:
+        return 1
+    return int(st.number_input("GPU processes (torchrun)", 1, gpus, 1, key="train_processes" + k,
+                               help="Data-parallel training, one process per GPU; the batch size is that of all "
+                                    "of them together, so it must divide by this number."))
 
 
 def start_job(registry: JobRegistry, spec: JobSpec) -> None:
@@ -179,6 +200,9 @@ def select_finished_pair(registry: JobRegistry) -> None:
         view = job.view()
         if view.state in ("done", "stopped") and view.checkpoints:
             announced.append(job_id)
+            if view.spec.is_sweep:  # a family, not a pair: the β dial lists it
+                st.toast(f"The sweep {view.name} is now on the β dial page")
+                continue
             st.session_state[state.PAIR_KEY] = view.name
             st.toast(f"{view.name} is now in the model picker")
 
@@ -191,7 +215,28 @@ def job_label(job_id: str, registry: JobRegistry) -> str:
         return job_id
     spec = job.spec
     when = time.strftime("%H:%M:%S", time.localtime(job.submitted_at))
-    return f"{spec.preset} on {dataset_name(spec)}, latent {spec.latent_dim}, seed {spec.seed} (submitted {when})"
+    sweep = f", β sweep {', '.join(f'{b:g}' for b in spec.betas)}" if spec.is_sweep else ""
+    return f"{spec.preset} on {dataset_name(spec)}, latent {spec.latent_dim}{sweep}, seed {spec.seed} (submitted {when})"
+
+
+def member_label(member: str) -> str:
+    """AE, VAE, or a sweep member's β (`beta-0.1` -> "β = 0.1"; β = 0 is the AE)."""
+    if member in MODEL_LABELS:
+        return MODEL_LABELS[member]
+    beta = member.removeprefix("beta-")
+    return "β = 0 (AE)" if float(beta) == 0 else f"β = {beta}"
+
+
+def member_color(member: str, members: list) -> str:
+    if member in MODEL_COLORS:
+        return MODEL_COLORS[member]
+    return qualitative.Plotly[members.index(member) % len(qualitative.Plotly)] if member in members else "#888"
+
+
+def models_text(spec: JobSpec) -> str:
+    if spec.is_sweep:
+        return "β sweep " + ", ".join(f"{b:g}" for b in spec.betas)
+    return " + ".join(MODEL_LABELS[k] for k in spec.kinds)
 
 
 def dataset_name(spec: JobSpec) -> str:
@@ -268,8 +313,8 @@ def jobs_table(registry: JobRegistry) -> None:
         v = job.view()
         waiting = " (loading data)" if v.state == "running" else ""
         rows.append({"pair": v.name or f"{v.spec.preset} on {dataset_name(v.spec)}{waiting}", "state": v.state,
-                     "progress": round(100 * v.fraction), "latent": v.spec.latent_dim, "epochs": v.spec.epochs, "models": " + ".join(MODEL_LABELS[k] for k in v.spec.kinds),
-                     "started": ago(v.submitted_at)})
+                     "progress": round(100 * v.fraction), "latent": v.spec.latent_dim, "epochs": v.spec.epochs,
+                     "models": models_text(v.spec), "started": ago(v.submitted_at)})
     st.dataframe(rows, hide_index=True, width="stretch", key="train_jobs_table",
                  column_config={"pair": st.column_config.TextColumn("pair", width="large"),
                                 "progress": st.column_config.ProgressColumn("progress", format="%d%%",
@@ -277,20 +322,26 @@ def jobs_table(registry: JobRegistry) -> None:
 
 
 def job_status(registry: JobRegistry, v: JobView) -> None:
-    models = " and ".join(MODEL_LABELS[k] for k in v.spec.kinds)
-    st.markdown(f"#### {v.name or v.spec.preset}\n{models} · {dataset_name(v.spec)} · latent {v.spec.latent_dim} · "
-                f"β {v.spec.beta:g} · {v.spec.epochs} epochs · batch {v.spec.batch_size} · lr {v.spec.lr:g}"
-                + (" · bfloat16 matmuls" if v.spec.precision == "bfloat16" else ""))
+    models = models_text(v.spec) if v.spec.is_sweep else " and ".join(MODEL_LABELS[k] for k in v.spec.kinds)
+    beta = "" if v.spec.is_sweep else f" · β {v.spec.beta:g}"
+    st.markdown(f"#### {v.name or v.spec.preset}\n{models} · {dataset_name(v.spec)} · latent {v.spec.latent_dim}"
+                f"{beta} · {v.spec.epochs} epochs · batch {v.spec.batch_size} · lr {v.spec.lr:g}"
+                + (" · bfloat16 matmuls" if v.spec.precision == "bfloat16" else "")
+                + (f" · {v.spec.processes} processes (torchrun)" if v.spec.processes > 1 else ""))
     for note in v.notes:
         st.warning(state.public(note))
     if v.active:
-        if v.state == "queued":
+        if v.state == "queued" and not v.local:
+            st.info("Waiting for a free training slot in another app process on this server's state folder.")
+        elif v.state == "queued":
             st.info(f"Waiting for a free training slot: number {registry.queue_position(v.id) or '?'} in the queue "
                     f"(this server trains {registry.max_running} job(s) at a time).")
         elif v.progress is None:
             st.info("Loading the data set…" if not v.name else "Building the models…")
         else:
             st.progress(v.fraction, text=progress_text(v))
+            if v.spec.is_sweep:
+                members_table(v)
         if not registry.may_stop(v.id, state.session_owner()):
             st.caption("Started by another visitor: only they can stop it. You can watch it, and its pair appears "
                        "in the model picker when it is done.")
@@ -303,13 +354,18 @@ def job_status(registry: JobRegistry, v: JobView) -> None:
             registry.get(v.id).join(2.0)
             st.rerun()
     elif v.state == "interrupted":
-        st.warning(f"Interrupted after {v.epochs_done} of {v.spec.epochs} epochs: the server stopped while it trained. "
+        why = "the server stopped while it trained" if not v.error else state.public(v.error)
+        st.warning(f"Interrupted after {v.epochs_done} of {v.spec.epochs} epochs: {why}. "
                    + ("The checkpoint of the last finished epoch is saved; Resume continues from it."
                       if v.checkpoints else "No epoch had finished; Resume starts it again."))
         _resume_button(registry, v)
+    elif v.state == "done" and v.spec.is_sweep:
+        members_table(v)
+        st.success(f"Done in {duration(v.finished_at - (v.started_at or v.finished_at))}: the sweep **{v.name}** is now "
+                   "on the **β dial** page.")
     elif v.state == "done":
-        st.success(f"Done in {duration(v.finished_at - v.started_at)}: **{v.name}** is now in the model picker "
-                   "(sidebar), and every page shows it.")
+        st.success(f"Done in {duration(v.finished_at - (v.started_at or v.finished_at))}: **{v.name}** is now in the "
+                   "model picker (sidebar), and every page shows it.")
     elif v.state == "stopped":
         if v.checkpoints:
             st.warning(f"Stopped after {v.epochs_done} of {v.spec.epochs} epochs. The partly trained pair **{v.name}** "
@@ -345,6 +401,18 @@ def _offer_other_data(registry: JobRegistry, v: JobView) -> None:
             st.rerun()
 
 
+def members_table(v: JobView) -> None:
+    """A sweep's members side by side: they train in lockstep, so one step count; each its own losses."""
+    losses = v.progress.losses if v.progress else {}
+    tests = v.snapshots[-1].test if v.snapshots else {}
+    rows = [{"model": member_label(m), "recon (running)": losses.get(m, {}).get("recon"),
+             "KL (running)": losses.get(m, {}).get("kl"), "test -ELBO": tests.get(m, {}).get("neg_elbo"),
+             "saved": "yes" if m in v.checkpoints else ""} for m in v.spec.members()]
+    st.dataframe(rows, hide_index=True, key=f"train_members_{v.id}",
+                 column_config={c: st.column_config.NumberColumn(c, format="%.2f")
+                                for c in ("recon (running)", "KL (running)", "test -ELBO")})
+
+
 def progress_text(v: JobView) -> str:
     p = v.progress
     if p.phase == "eval":
@@ -358,19 +426,21 @@ def progress_text(v: JobView) -> str:
 def loss_figure(v: JobView) -> go.Figure:
     terms = [("recon", "recon", "Reconstruction"), ("kl", "kl", "KL to the prior"), ("total", "loss", "Total loss")]
     fig = make_subplots(rows=1, cols=3, subplot_titles=[t[2] for t in terms], horizontal_spacing=0.06)
+    members = list(v.curves)
     for kind, curve in v.curves.items():
         if not curve:
             continue
+        label, color = member_label(kind), member_color(kind, members)
         x = [p.epoch for p in curve]
         tests = [s for s in v.snapshots if s.test.get(kind)]
         for col, (field, test_key, _) in enumerate(terms, start=1):
             fig.add_trace(go.Scatter(x=x, y=[getattr(p, field) for p in curve], mode="lines",
-                                     name=MODEL_LABELS[kind], legendgroup=kind, showlegend=col == 1,
-                                     line=dict(color=MODEL_COLORS[kind], width=2)), row=1, col=col)
+                                     name=label, legendgroup=kind, showlegend=col == 1,
+                                     line=dict(color=color, width=2)), row=1, col=col)
             if tests:
                 fig.add_trace(go.Scatter(x=[s.epoch for s in tests], y=[s.test[kind][test_key] for s in tests],
-                                         mode="markers", name=f"{MODEL_LABELS[kind]} test", legendgroup=kind + "-test",
-                                         showlegend=col == 1, marker=dict(color=MODEL_COLORS[kind], size=7,
+                                         mode="markers", name=f"{label} test", legendgroup=kind + "-test",
+                                         showlegend=col == 1, marker=dict(color=color, size=7,
                                                                           line=dict(color="white", width=1))),
                               row=1, col=col)
     fig.update_xaxes(title_text="epoch", rangemode="tozero")
@@ -407,7 +477,7 @@ def latent_maps(v: JobView) -> None:
 def latent_figure(snap: LatentSnapshot, v: JobView) -> go.Figure:
     kinds = list(snap.points)
     fig = make_subplots(rows=1, cols=len(kinds), horizontal_spacing=0.08,
-                        subplot_titles=[f"{MODEL_LABELS[k]} after epoch {snap.epoch}" for k in kinds])
+                        subplot_titles=[f"{member_label(k)} after epoch {snap.epoch}" for k in kinds])
     classes = list(v.classes) or [str(c) for c in sorted(set(snap.labels.tolist()))]
     for col, kind in enumerate(kinds, start=1):
         pts = snap.points[kind]

@@ -5,19 +5,26 @@ Several app processes may share one state folder (a restarted server, two worker
 the record says what happened to a configuration, the lock says whether some live process is on it
 now. `fcntl.flock` locks belong to an open file and vanish with the process that held them, so a
 `kill -9` leaves no stale lock: a record that reads "running" with a free lock is a job whose
-process died, that is, an interrupted job whose last per-epoch checkpoint can be resumed.
+process died, that is, an interrupted job whose last per-epoch checkpoint can be resumed. A job
+that trains in a child process (vae/worker.py) hands its lock's open file down to the child, so
+the configuration stays taken until both have ended, however the app process ended.
 """
 from __future__ import annotations
 
 import fcntl
 import json
 import os
+import re
+import shutil
 import time
 from pathlib import Path
 
 from .atomic import PRIVATE, write_json
 
 TMP_MAX_AGE_S = 600  # a temporary file nobody's lock explains is stale after this long
+RUN_MAX_AGE_S = 60  # a run folder no record names is left alone this long (its record may be on its way)
+# .<pair>-<member>.safetensors.<random>.tmp, the member a pair's (ae, vae) or a sweep's (beta-<value>)
+_CHECKPOINT_TMP = re.compile(r"^\.(?P<pair>.+)-(?:ae|vae|beta-[0-9.e+-]+)\.safetensors\.")
 
 
 class ConfigLock:
@@ -47,6 +54,13 @@ class ConfigLock:
     @property
     def held(self) -> bool:
         return self._fd is not None
+
+    @property
+    def fd(self) -> int | None:
+        """The open file that holds the lock: a child process given it (pass_fds) holds it too,
+        until both have closed it; so a job's worker keeps its configuration taken should the
+        app process that started it die first."""
+        return self._fd
 
 
 class JobRecords:
@@ -94,7 +108,8 @@ class JobRecords:
             if not folder.is_dir():
                 continue
             for tmp in folder.glob(".*.tmp"):
-                pair = tmp.name[1:].split(".safetensors.")[0].rsplit("-", 1)[0]  # .<pair>-<kind>.safetensors.X.tmp
+                match = _CHECKPOINT_TMP.match(tmp.name)
+                pair = match["pair"] if match else ""
                 try:
                     age = now - tmp.stat().st_mtime
                     if folder == self.folder:
@@ -107,5 +122,26 @@ class JobRecords:
                 except OSError:
                     continue
         return removed
+
+    def clean_runs(self, runs_folder: Path, known_ids: set[str]) -> list[Path]:
+        """Delete the run folders (event logs, snapshots) of runs no record names any more (a
+        configuration run again replaces its earlier run), and in the others the temporary files
+        of a snapshot whose writer died mid-save. Returns the run folders it deleted."""
+        removed, now = [], time.time()
+        if not Path(runs_folder).is_dir():
+            return removed
+        for run in Path(runs_folder).iterdir():
+            try:
+                if run.name not in known_ids and now - run.stat().st_mtime > RUN_MAX_AGE_S:
+                    shutil.rmtree(run, ignore_errors=True)
+                    removed.append(run)
+                    continue
+                for tmp in run.glob(".*.tmp"):
+                    if now - tmp.stat().st_mtime > 60:
+                        tmp.unlink()
+            except OSError:
+                continue
+        return removed
+
 
 __all__ = ["ConfigLock", "JobRecords"]
