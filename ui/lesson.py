@@ -100,16 +100,6 @@ def class_rgb(label: int) -> tuple[int, int, int]:
     return maps._rgb(maps.CLASS_COLORS[int(label) % len(maps.CLASS_COLORS)])
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def territory_png(key: str, _verdict: L.Verdict, n: int, classes: tuple) -> bytes:
-    """territory_image as PNG bytes, drawn once per key (hundreds of text labels are slow to draw)."""
-    import io
-
-    buf = io.BytesIO()
-    Image.fromarray(territory_image(_verdict, n, classes)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def territory_image(verdict: L.Verdict, n: int, classes, cell: int = 26) -> np.ndarray:
     """An n x n mosaic (top row first, as the decoded grid): each cell in the colour of the class
     the judge names, with its name; grey where the judge is not RECOGNISED-sure of any class."""
