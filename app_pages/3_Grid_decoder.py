@@ -263,7 +263,7 @@ def explore(models: dict, page: maps.PageMap, judge, judged: list) -> None:
             hole_key = f"{judge}|{judge_mtime}|{maps.CONFIDENT}"
             shade = {kind: maps.hole_shade(confidence[kind]) for kind in lmap.kinds}
         except LatentExplorerError as err:
-            st.warning(f"No hole map: {err}")
+            st.warning(state.public(f"No hole map: {err}"))
     canvas = maps.MapCanvas(xlim, ylim)
 
     def draw_map(kind: str):

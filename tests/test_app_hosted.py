@@ -218,3 +218,29 @@ def test_a_hosted_app_shows_visitors_no_tracebacks(hosted):
     at = AppTest.from_file(ROOT / "app.py", default_timeout=60).run()
     assert not at.exception and st.get_option("client.showErrorDetails") == "none"
     st.set_option("client.showErrorDetails", "full")  # process-wide: leave it as the other tests expect
+
+
+def test_a_forged_watch_of_another_visitors_upload_job_shows_nothing_of_it(hosted, bands_npz):
+    """19.2/19.5: a modified client sends the id of a job it was never offered (another visitor's,
+    on their private upload): the page shows neither it nor its upload, and offers no Stop."""
+    from ui import state
+    from vae.uploads import store_upload
+
+    gate = threading.Event()
+    reg = state.registry()
+    reg._load_data = gated_loader(gate)
+    stored = store_upload("secret digits.npz", bands_npz.read_bytes(), state.settings().uploads_dir)
+    try:
+        private, _ = reg.submit(JobSpec(dataset=str(stored.path), preset="mnist-mlp", latent_dim=4, epochs=1,
+                                        batch_size=64, limit_train=100), owner="alice")
+        public, _ = reg.submit(JobSpec(dataset=EMBEDDED, preset="mnist-mlp", epochs=1, limit_train=100), owner="carol")
+        bob = AppTest.from_file(ROOT / "app_pages/1_Train.py", default_timeout=30).run()
+        assert bob.selectbox(key="train_watch").value == public.id and len(bob.selectbox(key="train_watch").options) == 1
+        forge(bob.selectbox(key="train_watch"), string_value=private.id).run()
+        assert not bob.exception and bob.selectbox(key="train_watch").value == public.id
+        shown = page_text(bob) + " ".join(str(df.value.to_dict()) for df in bob.dataframe)
+        assert "secret" not in shown and private.id not in shown
+        assert not [b for b in bob.button if b.key and b.key.startswith(("train_stop_", "train_resume_"))]
+        assert private.state in ("queued", "running")
+    finally:
+        gate.set()

@@ -325,4 +325,20 @@ def test_names_with_control_characters_or_bytes_that_are_not_utf8_are_refused(tm
     files = _images()
     files["set/train/a/é.png"] = files["set/train/a/0.png"]  # the zip flags its names as UTF-8...
     data = _folder_zip(files).replace("é".encode(), b"\xff\xfe")  # ...then holds bytes that are not
-    assert "ctrl" not in _refusal(tmp_path, "bytes.zip", data)
+    message = _refusal(tmp_path, "bytes.zip", data)
+    assert message.startswith("bytes.zip") and "utf-8" in message.lower(), message
+
+
+@pytest.mark.parametrize("first,second", [("set/train/a/\u00e9.png", "set/train/a/e\u0301.png"),
+                                          ("set/train/caf\u00e9/0.png", "set/train/cafe\u0301/0.png"),
+                                          ("set/train/a/\u00c9.png", "set/train/a/e\u0301.png")])
+def test_names_that_differ_only_in_how_an_accent_is_encoded_are_refused(tmp_path, first, second):
+    """Kin of the case clash: é as one code point (NFC) or as e + a combining accent (NFD) look the
+    same, merge on a normalisation-insensitive disk (macOS), and would be two look-alike classes."""
+    files = _images()
+    for member in (first, second):
+        for split in ("train", "test"):
+            files[member.replace("/train/", f"/{split}/")] = files["set/train/a/0.png"]
+    message = _refusal(tmp_path, "accents.zip", _folder_zip(files))
+    assert first in message and second in message and "accents are encoded" in message
+    assert ascii(first) in message and ascii(second) in message, message  # the difference, made visible

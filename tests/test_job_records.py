@@ -47,6 +47,18 @@ def test_a_hosted_registry_refuses_server_paths_and_over_cap_values(tmp_path, ba
     assert reg.list() == [] and not list((tmp_path / "trained").glob("*.safetensors"))
 
 
+def test_a_hosted_registry_says_the_same_of_a_path_whether_or_not_it_exists(tmp_path, bands_npz):
+    """19.1: the refusal cannot be used to probe the server's files, nor escape the uploads folder by '..'."""
+    reg, uploads = hosted_registry(tmp_path)
+    (tmp_path / "escape.npz").write_bytes(bands_npz.read_bytes())
+    messages = set()
+    for path in (bands_npz, tmp_path / "no-such-file.npz", f"{uploads}/../escape.npz", "/etc/passwd", "/"):
+        with pytest.raises(ConfigError, match="not offered on this server") as err:
+            reg.submit(tiny_spec(path, epochs=1, limit_train=100))
+        messages.add(str(err.value))
+    assert len(messages) == 1 and reg.list() == []
+
+
 def test_a_hosted_registry_trains_on_its_own_uploads_folder(tmp_path, bands_npz):
     reg, uploads = hosted_registry(tmp_path)
     upload = uploads / "ab12.npz"
@@ -91,6 +103,32 @@ def test_locally_anyone_may_stop_any_job(tmp_path, bands_npz):
     finally:
         gate.set()
         reg.shutdown()
+
+
+def test_clean_up_deletes_stale_temporary_files_and_keeps_those_of_a_save_in_flight(tmp_path):
+    """19.4: what a crash mid-save leaves goes at the next start; a live job's save, or a recent
+    file nobody explains (another process may be writing it), stays."""
+    from vae.job_records import TMP_MAX_AGE_S, JobRecords
+
+    records, checkpoints = JobRecords(tmp_path / "trained" / ".jobs"), tmp_path / "trained"
+    old = time.time() - TMP_MAX_AGE_S - 60
+
+    def tmp(folder, name, mtime=None):
+        path = folder / name
+        path.write_bytes(b"")
+        if mtime is not None:
+            os.utime(path, (mtime, mtime))
+        return path
+    dead = tmp(checkpoints, ".dead-pair-vae.safetensors.ab12.tmp")  # a known pair, its process gone
+    live = tmp(checkpoints, ".live-pair-ae.safetensors.cd34.tmp", old)  # a job still training it
+    unknown_new = tmp(checkpoints, ".other-vae.safetensors.ef56.tmp")
+    unknown_old = tmp(checkpoints, ".other-ae.safetensors.ab78.tmp", old)
+    record_old = tmp(records.folder, ".abc.json.x1.tmp", time.time() - 120)
+    record_new = tmp(records.folder, ".def.json.x2.tmp")
+    removed = records.clean_stale_tmp(checkpoints, busy_names={"live-pair"}, known_names={"dead-pair", "live-pair"})
+    assert sorted(removed) == sorted([dead, unknown_old, record_old])
+    assert live.exists() and unknown_new.exists() and record_new.exists()
+    assert not (dead.exists() or unknown_old.exists() or record_old.exists())
 
 
 # --- 19.3: stop, then the same settings again, continues ------------------------------------------------

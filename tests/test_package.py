@@ -70,3 +70,58 @@ def test_the_cycle_walk_finds_a_circle_through_any_kind_of_import(tmp_path):
     (pkg / "d.py").write_text("from .a import f\nif __name__ == '__main__':\n    from . import d\n")
     found = cycles(import_graph(pkg))
     assert set(found) == {"a", "b", "c"} and found["a"] == ["a", "b", "c", "a"]
+
+
+def scratch_venv_without(tmp_path, hidden: tuple[str, ...]):
+    """A new virtual environment whose site-packages links every package of this one except
+    `hidden` (their modules and their .dist-info): for its Python they are not installed."""
+    import site
+    import venv
+    from pathlib import Path
+
+    env = tmp_path / "scratch"
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(env)
+    [ours] = [Path(p) for p in site.getsitepackages()]
+    [theirs] = list((env / "lib").glob("python3*/site-packages"))
+    for entry in ours.iterdir():
+        name = entry.name.lower().replace("-", "_")
+        if not any(name == h or name.startswith(h + "_") or name.startswith(h + ".") for h in hidden):
+            (theirs / entry.name).symlink_to(entry)
+    return env / "bin" / "python"
+
+
+def test_vae_maps_imports_with_streamlit_uninstalled_in_a_scratch_venv(tmp_path):
+    """Issue 15's "Done when": the map domain code (vae.maps) needs no Streamlit at all."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    python = scratch_venv_without(tmp_path, ("streamlit",))
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root), "HOME": str(tmp_path)}
+
+    def run(code):
+        return subprocess.run([str(python), "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
+
+    gone = run("import streamlit")  # the test can fail: in this environment Streamlit is not there
+    assert gone.returncode == 1 and "No module named 'streamlit'" in gone.stderr, gone.stderr
+    assert run("import numpy, torch, scipy").returncode == 0  # ...and everything else is
+    maps = run("import vae.maps; print(vae.maps.build_latent_map.__module__)")
+    assert maps.returncode == 0 and maps.stdout.split() == ["vae.maps"], maps.stderr[-2000:]
+
+
+def test_the_console_scripts_in_pyproject_run_as_their_wrappers_would():
+    """pyproject.toml's [project.scripts] (e.g. latent-explorer-train) name functions that exist
+    and run as the installed wrapper calls them: sys.exit(function()) with the script's argv."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    scripts = tomllib.loads((root / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["latent-explorer-train"] == "vae.cli:train_main"
+    for name, target in scripts.items():
+        module, function = target.split(":")
+        wrapper = (f"import sys; from {module} import {function}; sys.argv = [{name!r}, '--help']; "
+                   f"sys.exit({function}())")
+        proc = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, cwd=root)
+        assert proc.returncode == 0 and proc.stdout.startswith("usage:"), (name, proc.stderr[-2000:])
+    kept = subprocess.run([sys.executable, "-m", "vae.train", "--help"], capture_output=True, text=True, cwd=root)
+    assert kept.returncode == 0 and "--preset" in kept.stdout  # python -m vae.train kept

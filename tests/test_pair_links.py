@@ -73,3 +73,29 @@ def test_a_link_with_pair_chooses_it_and_a_mistyped_one_says_so(env):
     typo.query_params["pair"] = "hallf"
     typo.run()
     assert any("a pair named “hallf”, and there is none" in w.value for w in typo.sidebar.warning)
+
+
+def test_a_queued_job_reads_as_waiting_not_loading_data(env, monkeypatch):
+    """19.8: only a running job that has no name yet is '(loading data)'; one waiting for a slot
+    says it waits, with its place in the queue."""
+    from test_jobs import gated_loader
+    from ui import state
+    from vae.jobs import JobSpec
+
+    monkeypatch.setenv("LATENT_EXPLORER_MAX_JOBS", "1")
+    st.cache_resource.clear()
+    gate = threading.Event()
+    reg = state.registry()
+    reg._load_data = gated_loader(gate)
+    try:
+        running, _ = reg.submit(JobSpec(dataset=EMBEDDED, preset="mnist-mlp", epochs=1, limit_train=100, seed=1))
+        queued, _ = reg.submit(JobSpec(dataset=EMBEDDED, preset="mnist-mlp", epochs=1, limit_train=100, seed=2))
+        assert (running.state, queued.state) == ("running", "queued")
+        at = AppTest.from_file(ROOT / "app_pages/1_Train.py", default_timeout=30).run()
+        assert not at.exception
+        rows = dict(zip(at.dataframe[0].value["state"], at.dataframe[0].value["pair"]))
+        assert rows["running"].endswith("(loading data)") and "loading" not in rows["queued"]
+        at.selectbox(key="train_watch").select(queued.id).run()
+        assert any(i.value.startswith("Waiting for a free training slot: number 1 in the queue") for i in at.info)
+    finally:
+        gate.set()

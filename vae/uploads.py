@@ -412,17 +412,24 @@ def _layout(name: str, files: list[tuple[zipfile.ZipInfo, tuple[str, ...]]], lim
 
 
 def _check_distinct(name: str, members: list[_Member]) -> None:
-    """No two members whose unpacked paths differ only in case (or not at all): one would overwrite
-    the other, or, on a case-insensitive disk, two class folders would merge into one."""
+    """No two members whose unpacked paths differ only in case or in how their accents are encoded
+    (é as one code point or as e and a combining accent), or not at all: one would overwrite the
+    other, or, on a case- or normalisation-insensitive disk, two class folders would merge into one
+    (and two look-alike class names would confuse every map legend)."""
+    def same(text: str) -> str:
+        return unicodedata.normalize("NFC", unicodedata.normalize("NFC", text).casefold())
+
     classes: dict[tuple, _Member] = {}
     files: dict[tuple, _Member] = {}
     for m in members:
-        first_of_class = classes.setdefault((m.split, m.cls.casefold()), m)
-        first_of_file = files.setdefault((m.split, m.cls.casefold(), m.file.casefold()), m)
+        first_of_class = classes.setdefault((m.split, same(m.cls)), m)
+        first_of_file = files.setdefault((m.split, same(m.cls), same(m.file)), m)
         clash = first_of_class if first_of_class.cls != m.cls else first_of_file if first_of_file is not m else None
         if clash is not None:
-            raise DatasetError(f"{name}: {clash.info.filename} and {m.info.filename} differ only in case (or not at "
-                               "all): unpacked, one would overwrite the other. Rename one.")
+            a, b = clash.info.filename, m.info.filename
+            encoded = f" ({a!a} and {b!a})" if a != b and same(a) == same(b) and a.casefold() != b.casefold() else ""
+            raise DatasetError(f"{name}: {a} and {b} differ only in case or in how their accents are encoded{encoded} "
+                               "(or not at all): unpacked, one would overwrite the other. Rename one.")
 
 
 def _extract(data: bytes, members: list[_Member], root: Path) -> None:
