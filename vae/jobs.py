@@ -321,6 +321,12 @@ class TrainingJob:
             return self._ended.wait(timeout)
         return self.state not in ACTIVE_STATES
 
+    def release_worker(self) -> None:
+        """Once the job has ended (its last word logged, or its worker gone), a child process that
+        is still tearing down is ended, so that shutdown need not wait for it."""
+        if self._ended.is_set() and self._worker is not None:
+            self._worker.kill()
+
     # --- the supervising thread ----------------------------------------------------------
     def _supervise(self) -> None:
         worker = None
@@ -382,6 +388,9 @@ class _ThreadWorker:
     def reap(self) -> None:
         self.thread.join()
 
+    def kill(self) -> None:
+        pass  # a thread cannot be cut short; its trainer has already stopped when this is asked
+
 
 class _ProcessWorker:
     """`python -m vae.worker RUN_DIR` (or torchrun) as a child process. The configuration's lock is
@@ -413,6 +422,13 @@ class _ProcessWorker:
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """End a child that lingers after its last word: its checkpoints are saved and its end is
+        logged, so only its interpreter's teardown is cut short (slow when the machine is busy:
+        the child runs niced)."""
+        if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
 
@@ -687,8 +703,9 @@ class JobRegistry:
         for job in mine:
             job.join(max(0.0, deadline - time.monotonic()))
         for job in mine:  # and no supervising thread outlives the registry
+            job.release_worker()
             if job.thread is not None:
-                job.thread.join(max(0.0, deadline - time.monotonic()))
+                job.thread.join(max(1.0, deadline - time.monotonic()))
 
     # --- running -------------------------------------------------------------------------------
     def _load_cached(self, spec: JobSpec) -> ImageDataset:
