@@ -18,7 +18,7 @@ from vae.latent import image_grid
 from vae.maps import data_id
 
 from . import maps, state
-from .scores import load_judge
+from .scores import load_judge, readable_judges
 
 MAP_PX = 330
 
@@ -46,7 +46,7 @@ def _judge_paths(family: sweep.Family) -> list[Path]:
         key = dataset_key(family.dataset, family.image_shape)
     except ConfigError:
         return []
-    return judge_files(key, [state.settings().shipped_dir])
+    return readable_judges(judge_files(key, [state.settings().shipped_dir]))[0]  # the sidebar names broken ones
 
 
 def _judges(paths: list[Path]) -> dict:

@@ -18,10 +18,10 @@ from PIL import Image, ImageDraw
 from vae import lesson as L
 from vae.classifier import Classifier
 from vae.errors import ConfigError
-from vae.evaluate import dataset_key, judge_files
+from vae.evaluate import dataset_key
 
 from . import maps, state
-from .scores import load_judge
+from .scores import load_judge, pair_judges
 from .style import MODEL_COLORS, MODEL_LABELS
 
 UNSURE_RGB = (222, 222, 222)  # cells no class is named for with RECOGNISED confidence
@@ -40,11 +40,7 @@ def noun(pair, plural: bool = False) -> str:
 
 def judge_paths(pair) -> list[Path]:
     """Every judge of the pair's data set: the primary CNN first, then independent ones (-mlp)."""
-    try:
-        key = dataset_key(str(pair.dataset), pair.image_shape)
-    except ConfigError:
-        return []
-    return judge_files(key, [state.settings().shipped_dir, pair.folder])
+    return pair_judges(pair)[0]  # unreadable ones are left out (the sidebar names them)
 
 
 def judges(pair) -> dict[str, Classifier]:

@@ -23,6 +23,7 @@ from vae import metrics
 from vae.atomic import SHARED, write_json
 from vae.classifier import Classifier, load_classifier
 from vae.data import ImageDataset
+from vae.errors import LatentExplorerError
 from vae.evaluate import dataset_key, evaluate_checkpoint, judge_files
 from vae.latent import encode_means, image_grid, interpolate, sample_box, sample_prior
 from vae.lesson import rebuild
@@ -163,11 +164,31 @@ def step_sizes(images: np.ndarray) -> np.ndarray:
 # --- the reference classifier (the judge) ---------------------------------------------------------
 def find_judge(pair) -> Path | None:
     """classifier-<data set>.safetensors in the shipped checkpoints folder or beside the pair, or None."""
+    return next(iter(pair_judges(pair)[0]), None)
+
+
+def pair_judges(pair) -> tuple[list[Path], list[str]]:
+    """The judge files of the pair's data set that load (the primary CNN first), and one message
+    per file that does not (the sidebar names it; the pages run on without it)."""
     try:
         key = dataset_key(str(pair.dataset), pair.image_shape)
     except ValueError:
-        return None
-    return next(iter(judge_files(key, [state.settings().shipped_dir, pair.folder])), None)
+        return [], []
+    return readable_judges(judge_files(key, [state.settings().shipped_dir, pair.folder]))
+
+
+def readable_judges(paths: list[Path]) -> tuple[list[Path], list[str]]:
+    """Those of `paths` that load as classifiers, and why each other one does not. A good file is
+    read once per version (load_judge's cache); a broken one fails at its header, at once."""
+    good, bad = [], []
+    for path in paths:
+        try:
+            load_judge(str(path), path.stat().st_mtime_ns)
+        except (LatentExplorerError, OSError) as err:
+            bad.append(str(err))
+        else:
+            good.append(path)
+    return good, bad
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

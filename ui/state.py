@@ -140,7 +140,12 @@ def pair_picker() -> catalog.PairInfo | None:
     widget_key = f"_pair_picker:{current}"
     st.sidebar.selectbox("Model pair (AE and VAE)", names, index=names.index(current), key=widget_key,
                          format_func=lambda n: by_name[n].label, on_change=_remember_pair, args=(widget_key,))
-    return by_name[st.session_state[PAIR_KEY]]
+    pair = by_name[st.session_state[PAIR_KEY]]
+    from .scores import pair_judges  # it imports this module
+
+    for msg in pair_judges(pair)[1]:  # the pages run on without it: their scores say "no judge"
+        st.sidebar.warning(public(f"Skipped an unreadable classifier (a judge of the scores): {msg}"))
+    return pair
 
 
 def _pair_from_link(by_name: dict) -> None:
