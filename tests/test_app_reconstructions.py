@@ -114,6 +114,26 @@ def test_shows_pictures_charts_instant_scores_and_downloads(monkeypatch, shipped
     assert at.button(key=MEASURE).label == "Measure continuity and completeness"
 
 
+def test_a_rerun_encodes_no_picture_and_builds_no_chart(monkeypatch, shipped, tmp_path):
+    """Every picture reaches the browser as a data URL made once per content and shared: a second
+    visit with the same choices only looks them up (the page's cost per run; bench/README.md)."""
+    import ui.images
+    import ui.reconstructions
+
+    at = open_page(monkeypatch, shipped, tmp_path / "state")
+    assert all(url.startswith("data:image/jpeg;base64,") for image in at.image for url in image.value)
+    made = []
+    monkeypatch.setattr(ui.images, "encode", lambda *a, **k: made.append("picture"))
+    monkeypatch.setattr(ui.reconstructions, "_path_chart", lambda *a, **k: made.append("chart"))
+    monkeypatch.setattr(ui.reconstructions, "_kl_chart", lambda *a, **k: made.append("chart"))
+    again = AppTest.from_file(ROOT / PAGE, default_timeout=240)
+    again.run()
+    assert not again.exception and not made
+    assert [image.value for image in again.image] == [image.value for image in at.image]
+    assert [image.captions for image in again.image] == [image.captions for image in at.image]
+    assert len(again.get("plotly_chart")) == 2
+
+
 def test_buttons_draw_new_images_pairs_and_samples(monkeypatch, shipped, tmp_path):
     at = open_page(monkeypatch, shipped, tmp_path / "state")
     before = captions(at, 1)

@@ -14,6 +14,7 @@ from vae.lesson import memorisation, rebuild
 
 from . import lesson, state
 from . import scores as sc
+from .images import made_once, pictures
 from .style import MODEL_LABELS
 
 SHOWN = 8  # images per row
@@ -37,6 +38,14 @@ def _rows(versions: tuple, split: str, indices: tuple, _models: dict, _data: Ima
     for kind, model in _models.items():
         out[kind] = rebuild(model, images)
     return out
+
+
+def _row_pictures(rows: dict) -> list:
+    """The originals, then each model's reconstructions with its errors, encoded once."""
+    shown = [pictures(sc.single_tiles(rows["input"], 2))]
+    for kind, (images, errors) in ((k, v) for k, v in rows.items() if k != "input"):
+        shown.append(pictures(sc.single_tiles(images, 2), [f"{MODEL_LABELS[kind]} {e:.0f}" for e in errors]))
+    return shown
 
 
 def section(pair, checkpoints: dict, data: ImageDataset | None) -> None:
@@ -64,12 +73,11 @@ def section(pair, checkpoints: dict, data: ImageDataset | None) -> None:
     for split, title in (("train", "Images it trained on"), ("test", "Images it never saw")):
         rng = np.random.default_rng(0)
         picked = tuple(sorted(int(i) for i in rng.choice(len(getattr(seen, split)), SHOWN, replace=False)))
-        rows = _rows(versions, split, picked, models, seen)
+        shown = made_once(key=f"capacity|{versions}|{recipe}|{split}|{picked}",
+                          _make=lambda: _row_pictures(_rows(versions, split, picked, models, seen)))
         st.markdown(f"**{title}** (top), rebuilt by each model (error in nats below each)")
-        st.image(sc.single_tiles(rows["input"], 2))
-        for kind in models:
-            images, errors = rows[kind]
-            st.image(sc.single_tiles(images, 2), caption=[f"{MODEL_LABELS[kind]} {e:.0f}" for e in errors])
+        for row in shown:
+            st.image(list(row.urls), caption=list(row.captions) if row.captions else None)
     table = {"figure": ["recon error, training images (nats)", "recon error, unseen test images (nats)"]
              + (["judge names the right class: training", "judge names the right class: test"] if judge else [])}
     for kind, f in figures.items():

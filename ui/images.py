@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import streamlit as st
@@ -77,3 +78,29 @@ class Encoded:
 def encoded(key: str, _image: Callable[[], object] | object, fmt: str = DRAWING) -> Encoded:
     """The image named `key` as `Encoded` bytes, drawn and encoded on the first call only."""
     return Encoded(encode(_image() if callable(_image) else _image, fmt), fmt)
+
+
+@dataclass(frozen=True)
+class Pictures:
+    """One `st.image` call's pictures as the browser receives them (data URLs), with their captions
+    and, for a download button, the same pictures as one PNG file."""
+
+    urls: tuple[str, ...]
+    captions: tuple[str, ...] | None = None
+    png: bytes = b""
+
+
+def pictures(arrays, captions=None, png: bytes = b"") -> Pictures:
+    """uint8 pictures (as `ui.scores.tiles` makes them) encoded as `st.image` would send them (JPEG)."""
+    urls = tuple(to_data_url(encode(a, PHOTO), PHOTO) for a in arrays)
+    return Pictures(urls, tuple(captions) if captions is not None else None, png)
+
+
+@st.cache_resource(show_spinner=False, max_entries=128)  # a section's pictures: 10 kB to 0.9 MB
+def made_once(*, key: str, _make: Callable[[], object]) -> object:
+    """What `_make()` returns (a section's pictures, a figure), made on the first call per `key` and
+    shared, read-only, by every visitor: a page run then costs one lookup instead of encoding 37
+    pictures and building two plotly figures (the Reconstructions page; bench/README.md). `key` names
+    everything the result depends on; both arguments go by keyword, which spares Streamlit an
+    `inspect.signature` per call."""
+    return _make()

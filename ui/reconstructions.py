@@ -17,6 +17,7 @@ from vae.evaluate import ROWS
 
 from . import lesson, state
 from . import scores as sc
+from .images import made_once, pictures
 from .style import MODEL_COLORS, MODEL_LABELS
 
 # the page's choices, in plain session keys (widget state is dropped when a visitor opens another page)
@@ -43,6 +44,11 @@ class Page:
     @property
     def scale(self) -> int:
         return sc.display_scale(self.pair.image_shape)
+
+    @property
+    def models_key(self) -> str:
+        """Names the checkpoint files and their versions: part of every cached picture's key."""
+        return ";".join(f"{k}:{self.paths[k]}:{self.versions[k]}" for k in self.kinds)
 
     @property
     def have_all(self) -> bool:
@@ -175,25 +181,37 @@ def _reconstruction_pictures(page: Page) -> list[tuple[str, bytes, str]]:
     data, kinds = page.data, page.kinds
     count = min(10, len(data.test))
     picked = sc.pick_indices(len(data.test), count, st.session_state[KEYS["pick"]])
-    originals = sc.test_images(data, picked)
     small = max(1, page.scale - 1)
+    rows = made_once(key=f"recon|{page.models_key}|{page.data_id}|{picked}|{small}",
+                     _make=lambda: _reconstruction_rows(page, picked, small))
     st.markdown("**Test images** (class below each)")
-    st.image(sc.single_tiles(originals, small), caption=[page.class_name(i) for i in picked])
-    errors, downloads = {}, []
+    st.image(list(rows["test"].urls), caption=list(rows["test"].captions))
+    downloads = []
     for k in kinds:
-        images, errors[k] = sc.reconstructions(page.paths[k], page.versions[k], picked, page.data_id, data)
         st.markdown(f"**{MODEL_LABELS[k]} reconstructions** (error below each)")
-        st.image(sc.single_tiles(images, small), caption=[f"{e:.1f}" for e in errors[k]])
-        downloads.append((f"{MODEL_LABELS[k]} reconstructions", sc.png_bytes(np.concatenate([originals, images]), count),
-                          f"{page.pair.name}-{k}-reconstructions.png"))
+        st.image(list(rows[k].urls), caption=list(rows[k].captions))
+        downloads.append((f"{MODEL_LABELS[k]} reconstructions", rows[k].png, f"{page.pair.name}-{k}-reconstructions.png"))
     likelihood = page.checkpoints[kinds[0]].config.likelihood
     what = "binary cross-entropy summed over pixels" if likelihood == "bernoulli" else "Gaussian NLL over pixels"
     st.caption("Error: the model's reconstruction NLL, -log p(x|z) in nats (" + what + "), decoding each "
                "image's code mean (no sampling); lower is better. Mean over these "
-               + ", ".join(f"{MODEL_LABELS[k]} {errors[k].mean():.1f}" for k in kinds) + ".")
+               + ", ".join(f"{MODEL_LABELS[k]} {rows['mean_error'][k]:.1f}" for k in kinds) + ".")
     st.button("New images", key="recon_new_images",
               on_click=lambda: st.session_state.update({KEYS["pick"]: st.session_state[KEYS["pick"]] + 1}))
     return downloads
+
+
+def _reconstruction_rows(page: Page, picked: tuple[int, ...], small: int) -> dict:
+    """The picked test images and each model's reconstructions, encoded, with their captions."""
+    originals = sc.test_images(page.data, picked)
+    rows = {"test": pictures(sc.single_tiles(originals, small), [page.class_name(i) for i in picked]),
+            "mean_error": {}}
+    for k in page.kinds:
+        images, errors = sc.reconstructions(page.paths[k], page.versions[k], picked, page.data_id, page.data)
+        rows[k] = pictures(sc.single_tiles(images, small), [f"{e:.1f}" for e in errors],
+                           png=sc.png_bytes(np.concatenate([originals, images]), len(picked)))
+        rows["mean_error"][k] = float(errors.mean())
+    return rows
 
 
 def continuity(page: Page) -> Shown:
@@ -213,20 +231,34 @@ def continuity(page: Page) -> Shown:
 
 def _paths(page: Page) -> list[tuple[str, bytes, str]]:
     index_a, index_b, steps = _path_ends(len(page.data.test), page.data.test.labels.numpy())
-    ends, scale = sc.test_images(page.data, [index_a, index_b]), page.scale
-    st.image([sc.tiles(ends[:1], 1, scale), sc.tiles(ends[1:], 1, scale)],
-             caption=[f"start: #{index_a}, {page.class_name(index_a)}", f"end: #{index_b}, {page.class_name(index_b)}"])
-    strips, downloads = {}, []
+    judge = page.judge.file_version if page.judge is not None else None
+    shown = made_once(key=f"path|{page.models_key}|{page.data_id}|{index_a}|{index_b}|{steps}|{page.scale}|{judge}",
+                      _make=lambda: _path_pictures(page, index_a, index_b, steps))
+    st.image(list(shown["ends"].urls), caption=list(shown["ends"].captions))
+    downloads = []
     for k in page.kinds:
-        strips[k] = sc.interpolation(page.paths[k], page.versions[k], index_a, index_b, steps, page.data_id, page.data)
         st.markdown(f"**{MODEL_LABELS[k]}**: from the code of #{index_a} to the code of #{index_b}")
-        st.image(sc.tiles(strips[k], steps, scale))
-        downloads.append((f"{MODEL_LABELS[k]} path #{index_a} → #{index_b}", sc.png_bytes(strips[k], steps),
+        st.image(shown[k].urls[0])
+        downloads.append((f"{MODEL_LABELS[k]} path #{index_a} → #{index_b}", shown[k].png,
                           f"{page.pair.name}-{k}-path-{index_a}-{index_b}.png"))
-    st.plotly_chart(_path_chart(strips, steps, page.judge), key="recon_path_chart")
+    st.plotly_chart(shown["chart"], key="recon_path_chart")
     st.caption("A continuous space morphs in small, even steps through images that still look like something; "
                "a spike on the left or a dip on the right is a jump or a hole on the way.")
     return downloads
+
+
+def _path_pictures(page: Page, index_a: int, index_b: int, steps: int) -> dict:
+    """The two ends, each model's decoded path (encoded, and as a PNG) and the chart of both."""
+    ends, scale = sc.test_images(page.data, [index_a, index_b]), page.scale
+    shown = {"ends": pictures([sc.tiles(ends[:1], 1, scale), sc.tiles(ends[1:], 1, scale)],
+                              [f"start: #{index_a}, {page.class_name(index_a)}",
+                               f"end: #{index_b}, {page.class_name(index_b)}"])}
+    strips = {}
+    for k in page.kinds:
+        strips[k] = sc.interpolation(page.paths[k], page.versions[k], index_a, index_b, steps, page.data_id, page.data)
+        shown[k] = pictures([sc.tiles(strips[k], steps, scale)], png=sc.png_bytes(strips[k], steps))
+    shown["chart"] = _path_chart(strips, steps, page.judge)
+    return shown
 
 
 def _path_ends(n_test: int, labels: np.ndarray) -> tuple[int, int, int]:
@@ -298,10 +330,12 @@ def _samples(page: Page) -> list[tuple[str, bytes, str]]:
     n_samples = c1.select_slider("Samples per model", [16, 32, 64], value=32, key="recon_n_samples")
     c2.button("New samples", key="recon_new_samples",
               on_click=lambda: st.session_state.update({KEYS["samples"]: st.session_state[KEYS["samples"]] + 1}))
-    seed, nrow, kinds = st.session_state[KEYS["samples"]], 8, page.kinds
+    seed, kinds = st.session_state[KEYS["samples"]], page.kinds
     grids = [(k, "prior", f"{MODEL_LABELS[k]}: codes from the prior N(0, I)") for k in kinds]
     if "ae" in kinds:
         grids.append(("ae", "box", "AE: codes from the box around its test codes"))
+    shown = made_once(key=f"samples|{page.models_key}|{page.data_id}|{n_samples}|{seed}|{page.scale}",
+                      _make=lambda: _sample_pictures(page, grids, n_samples, seed))
     note = f"Sample seed {seed}. " + lesson.completeness_note(page.pair)
     downloads = []
     for row in range(0, len(grids), 2):
@@ -309,21 +343,33 @@ def _samples(page: Page) -> list[tuple[str, bytes, str]]:
         for col, (k, source, title) in zip(columns, grids[row:row + 2]):
             with col:
                 st.markdown(f"**{title}**")
-                if source == "prior":
-                    images = sc.prior_samples(page.paths[k], page.versions[k], n_samples, seed)
-                elif page.data is not None:
-                    images = sc.box_samples(page.paths[k], page.versions[k], n_samples, seed, page.data_id, page.data)
-                else:
+                grid = shown[k, source]
+                if grid is None:
                     st.info("The box needs the AE's codes of test images.")
                     continue
-                st.image(sc.tiles(images, nrow, max(1, page.scale - 1)))
-                downloads.append((f"{MODEL_LABELS[k]} {source} samples", sc.png_bytes(images, nrow),
+                st.image(grid.urls[0])
+                downloads.append((f"{MODEL_LABELS[k]} {source} samples", grid.png,
                                   f"{page.pair.name}-{k}-{source}-samples-seed{seed}.png"))
         if len(grids[row:row + 2]) == 1:
             columns[1].caption(note)
     if len(grids) % 2 == 0:
         st.caption(note)
     return downloads
+
+
+def _sample_pictures(page: Page, grids: list, n_samples: int, seed: int, nrow: int = 8) -> dict:
+    """(kind, source) -> the decoded random codes, encoded and as a PNG; None where there is no box."""
+    shown = {}
+    for k, source, _ in grids:
+        if source == "prior":
+            images = sc.prior_samples(page.paths[k], page.versions[k], n_samples, seed)
+        elif page.data is not None:
+            images = sc.box_samples(page.paths[k], page.versions[k], n_samples, seed, page.data_id, page.data)
+        else:
+            shown[k, source] = None
+            continue
+        shown[k, source] = pictures([sc.tiles(images, nrow, max(1, page.scale - 1))], png=sc.png_bytes(images, nrow))
+    return shown
 
 
 def code_usage(page: Page) -> None:
@@ -334,9 +380,9 @@ def code_usage(page: Page) -> None:
         if page.data is None:
             st.info("The KL per dimension needs test images.")
         else:
-            usage = {k: sc.latent_usage(page.paths[k], page.versions[k], page.data_id, page.data) for k in page.kinds}
-            if "vae" in usage:
-                st.plotly_chart(_kl_chart(usage["vae"]), key="recon_kl_chart")
+            usage, chart = made_once(key=f"usage|{page.models_key}|{page.data_id}", _make=lambda: _usage(page))
+            if chart is not None:
+                st.plotly_chart(chart, key="recon_kl_chart")
                 st.caption("A dimension with KL near 0 has collapsed to the prior: its value ignores the image, so "
                            "the decoder cannot use it. A larger beta pushes more dimensions there.")
             else:
@@ -350,6 +396,12 @@ def code_usage(page: Page) -> None:
             st.markdown(line)
         st.caption(f"Active: the code mean varies across test images (variance > {sc.ACTIVE_THRESHOLD}). The AE "
                    "has no prior to collapse to; its units are all free.")
+
+
+def _usage(page: Page) -> tuple[dict, go.Figure | None]:
+    """kind -> its code dimensions' use (`sc.latent_usage`), and the VAE's KL chart (None without a VAE)."""
+    usage = {k: sc.latent_usage(page.paths[k], page.versions[k], page.data_id, page.data) for k in page.kinds}
+    return usage, _kl_chart(usage["vae"]) if "vae" in usage else None
 
 
 def _kl_chart(u: dict) -> go.Figure:
