@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import statistics
@@ -102,26 +103,51 @@ def busy_threads(pid: int, window_s: float = 3.0, share: float = 0.1) -> set[int
     return {t for t, s in after.items() if s - before.get(t, 0.0) > share * window_s}
 
 
+def descendants(pid: int) -> list[int]:
+    """The process's children, theirs, and so on (a training job's worker, torchrun's ranks)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            kids = [int(k) for k in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for kid in kids:
+            out += [kid, *descendants(kid)]
+    return out
+
+
+def children_cpu(pid: int) -> dict[int, float]:
+    out = {}
+    for kid in descendants(pid):
+        try:
+            out[kid] = cpu_seconds(kid)
+        except OSError:  # it ended meanwhile
+            pass
+    return out
+
+
 class ServerCPU:
-    """CPU seconds of the server over a span, with the given background threads left out."""
+    """CPU seconds of the server over a span: its page work (the given background threads left
+    out: a thread-runner job's), and the training's (those threads plus the server's child
+    processes: the process runner's worker)."""
 
     def __init__(self, pid: int, background: set[int] = frozenset()):
         self.pid, self.background = pid, set(background)
 
-    def _now(self) -> tuple[float, float]:
+    def _now(self) -> tuple[float, float, dict[int, float]]:
         threads = thread_cpu(self.pid)
         bg = sum(s for t, s in threads.items() if t in self.background)
-        return cpu_seconds(self.pid), bg
+        return cpu_seconds(self.pid), bg, children_cpu(self.pid)
 
     def __enter__(self):
-        self.wall0, (self.total0, self.bg0) = time.monotonic(), self._now()
+        self.wall0, (self.total0, self.bg0, self.kids0) = time.monotonic(), self._now()
         return self
 
     def __exit__(self, *exc):
-        total, bg = self._now()
+        total, bg, kids = self._now()
         self.wall = time.monotonic() - self.wall0
-        self.background_s = bg - self.bg0
-        self.pages_s = (total - self.total0) - self.background_s
+        self.pages_s = (total - self.total0) - (bg - self.bg0)
+        self.background_s = (bg - self.bg0) + sum(s - self.kids0.get(k, 0.0) for k, s in kids.items())
 
 
 # --- the runs ----------------------------------------------------------------------------------------
@@ -238,7 +264,9 @@ class Trainer:
 
     async def stop(self) -> None:
         if self.task:
-            self.task.cancel()
+            self.task.cancel()  # and wait for it: its fragment rerun must not race the Stop below
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
         page = await self.session.run_page("Train", "Train")
         stops = [label for label in page.widgets if label == "Stop"]
         if stops:
@@ -290,13 +318,14 @@ async def main_async(args, url: str, pid: int) -> str:
             await asyncio.sleep(1)
         if trainer.step == 0:
             raise SystemExit("the job shows no progress 180 s after Start training")
-        background = await asyncio.to_thread(busy_threads, pid)
-        if not background:
-            raise SystemExit("no server thread is busy after Start training: did the job start?")
+        background = await asyncio.to_thread(busy_threads, pid)  # the thread runner's
+        workers = descendants(pid)  # the process runner's (the app's default)
+        if not background and not workers:
+            raise SystemExit("no server thread or child process is busy after Start training: did the job start?")
         s0, t0 = trainer.step, time.monotonic()
         await asyncio.sleep(10)
-        print(f"training threads: {sorted(background)}; alone, the Train page open: "
-              f"{(trainer.step - s0) / (time.monotonic() - t0):.1f} steps/s", flush=True)
+        print(f"training in: server threads {sorted(background)}, child processes {workers}; alone, the Train page "
+              f"open: {(trainer.step - s0) / (time.monotonic() - t0):.1f} steps/s", flush=True)
         cost = await measure_cost(url, pid, args.repeats, background)
     phases = []
     try:

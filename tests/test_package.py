@@ -106,6 +106,12 @@ def test_vae_maps_imports_with_streamlit_uninstalled_in_a_scratch_venv(tmp_path)
     assert run("import numpy, torch, scipy").returncode == 0  # ...and everything else is
     maps = run("import vae.maps; print(vae.maps.build_latent_map.__module__)")
     assert maps.returncode == 0 and maps.stdout.split() == ["vae.maps"], maps.stderr[-2000:]
+    # ...and so does the build step that bakes the maps and the β dial's members into the image
+    (tmp_path / "empty").mkdir()
+    env |= {"LATENT_EXPLORER_CHECKPOINTS": str(tmp_path / "empty"), "LATENT_EXPLORER_STATE": str(tmp_path / "state")}
+    prebuild = subprocess.run([str(python), "-m", "ui.prebuild", "--methods", "tsne"], capture_output=True,
+                              text=True, cwd=tmp_path, env=env)
+    assert prebuild.returncode == 0 and not prebuild.stderr, prebuild.stderr[-2000:]
 
 
 def test_the_console_scripts_in_pyproject_run_as_their_wrappers_would():

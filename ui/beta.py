@@ -50,8 +50,7 @@ def _judge_paths(family: sweep.Family) -> list[Path]:
 
 
 def _judges(paths: list[Path]) -> dict:
-    loaded = [load_judge(str(p), p.stat().st_mtime_ns) for p in paths]
-    return {judge.name.split(" (")[0]: judge for judge in loaded}
+    return sweep.judge_names(load_judge(str(p), p.stat().st_mtime_ns) for p in paths)
 
 
 def _sha(path) -> str:
@@ -59,24 +58,13 @@ def _sha(path) -> str:
 
 
 def members(family: sweep.Family) -> tuple[list[sweep.Member], int]:
-    """Each member's view, by β, and how many were measured now: a member whose checkpoint, test
-    split and judges (by content) were measured before comes from the disk cache (`ui.prebuild`
-    fills it at build time); only the others are measured (a second or so each), and saved."""
+    """Each member's view, by β, and how many were measured now (`vae.sweep.measure_members`, with
+    this server's cached loaders; `ui.prebuild` fills the same disk cache at build time)."""
     meta = read_metadata(family.members[0][1]).get("dataset", {})
     data = state._data(meta.get("name", ""), meta.get("source", ""), tuple(family.image_shape))
-    dkey, judge_paths, cache = data_id(data.name, data.test), _judge_paths(family), member_cache()
-    judge_shas = [_sha(p) for p in judge_paths]
-    out, judges, measured = [], None, 0
-    for _, path in family.members:
-        key = sweep.member_key(_sha(path), dkey, judge_shas)
-        member = cache.load(key)
-        if member is None:
-            judges = _judges(judge_paths) if judges is None else judges  # loaded only if a member is measured
-            member = sweep.member_view(state.load_model(path, Path(path).stat().st_mtime_ns), data.test, judges)
-            cache.save(key, member)
-            measured += 1
-        out.append(member)
-    return out, measured
+    return sweep.measure_members(family, data.test, data_id(data.name, data.test), _judge_paths(family),
+                                 member_cache(), sha=_sha, load_judges=_judges,
+                                 load_model=lambda p: state.load_model(str(p), Path(p).stat().st_mtime_ns))
 
 
 @st.cache_resource(show_spinner="Loading every member of the sweep (measured once per checkpoint, then kept on "

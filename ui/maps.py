@@ -31,8 +31,9 @@ from plotly.colors import qualitative
 from vae.data import ImageSplit
 from vae.errors import ConfigError, LatentExplorerError
 from vae.latent import image_grid, to_uint8
-from vae.maps import (UMAP_INVERSE_GRID, GridSpec, LatentMap, build_latent_map, data_id, decode_map_points,
-                      largest_gap, map_csv, map_key, projection_key, recognised_share, sample_indices, zoomed_limits)
+from vae.maps import (DEFAULT_SAMPLE, SLOW_METHODS, UMAP_INVERSE_GRID, GridSpec, LatentMap, build_latent_map, data_id,
+                      decode_map_points, largest_gap, map_csv, map_key, projection_key, recognised_share,
+                      sample_indices, zoomed_limits)
 from vae.models import Autoencoder
 from vae.projections import ProjectionCache, available_methods, file_sha256
 
@@ -44,9 +45,7 @@ from .scores import EVAL_SETTINGS, judge_confidence, load_judge
 CLASS_COLORS = qualitative.T10  # the Train page's palette: a class keeps its colour across pages
 METHOD_NAMES = {"identity": "Latent axes (the 2-D code itself)", "pca": "PCA (linear, exact inverse)",
                 "umap": "UMAP (non-linear, slow first time)", "tsne": "t-SNE (non-linear, slow first time)"}
-SLOW_METHODS = ("umap", "tsne")
 SAMPLE_SIZES = (500, 1000, 2000, 5000)
-DEFAULT_SAMPLE = 2000
 
 # st.session_state keys shared by the map pages (plain keys: they survive page switches)
 METHOD_CHOICE, SAMPLE_CHOICE, COORDS_CHOICE = "maps_method", "maps_sample", "maps_coords"

@@ -13,14 +13,20 @@ import argparse
 import sys
 import time
 
-from vae import catalog, sweep
-from vae.checkpoint import load_checkpoint
-from vae.errors import LatentExplorerError, run_cli
-from vae.projections import ProjectionCache, available_methods
+from pathlib import Path
 
-from . import beta
-from .maps import DEFAULT_SAMPLE, SLOW_METHODS, build_latent_map, data_id, model_id
+from vae import catalog, sweep
+from vae.checkpoint import load_checkpoint, read_metadata
+from vae.classifier import load_classifier
+from vae.errors import LatentExplorerError, run_cli
+from vae.evaluate import dataset_key, judge_files
+from vae.maps import DEFAULT_SAMPLE, SLOW_METHODS, build_latent_map, data_id
+from vae.projections import ProjectionCache, available_methods, file_sha256
+
 from .settings import load_settings
+
+# Streamlit-free on purpose (a test checks it): it runs at image build time, and it shares with the
+# pages only the library and the settings, so what it writes is what they read by construction.
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +50,7 @@ def prebuild(methods: list[str], n: int) -> list[str]:
             lines.append(f"{pair.name}: skipped ({err})")
             continue
         models = {kind: ck.model for kind, ck in checkpoints.items()}
-        ids = {kind: model_id(path, 0) for kind, path in pair.paths.items()}  # the id is the file's hash
+        ids = {kind: file_sha256(path) for kind, path in pair.paths.items()}  # ui.maps.model_id, uncached
         dkey, n_used = data_id(data.name, data.test), min(n, len(data.test))
         for method in (m for m in methods if m in available_methods(pair.latent_dim)):
             lmap = build_latent_map(models, data.test, data.classes, method, n_used, model_ids=ids,
@@ -56,17 +62,41 @@ def prebuild(methods: list[str], n: int) -> list[str]:
 
 def prebuild_sweeps() -> list[str]:
     """One line per shipped β sweep: its members measured into the β dial's disk cache, or found there."""
-    lines = []
-    for family in sweep.find_families([load_settings().shipped_dir]):
+    settings, lines = load_settings(), []
+    cache = sweep.MemberCache(Path(settings.cache_dir) / "beta")  # ui.beta.member_cache
+    for family in sweep.find_families([settings.shipped_dir]):
         t0 = time.perf_counter()
         try:
-            members, measured = beta.members(family)
+            meta = read_metadata(family.members[0][1]).get("dataset", {})
+            data = catalog.data_for(meta, tuple(family.image_shape))
+            judges, bad = _readable_judges(family, settings.shipped_dir)
+            lines += [f"{family.name} β dial: left out an unreadable judge ({msg})" for msg in bad]
+            members, measured = sweep.measure_members(
+                family, data.test, data_id(data.name, data.test), judges, cache, sha=file_sha256,
+                load_model=load_checkpoint, load_judges=lambda paths: sweep.judge_names(map(load_classifier, paths)))
         except LatentExplorerError as err:
             lines.append(f"{family.name} β dial: skipped ({err})")
             continue
         done = "already cached" if not measured else f"{measured} of {len(members)} measured and saved"
         lines.append(f"{family.name} β dial ({len(members)} members): {done} in {time.perf_counter() - t0:.1f} s")
     return lines
+
+
+def _readable_judges(family: sweep.Family, folder: Path) -> tuple[list[Path], list[str]]:
+    """The family's judge files that load, as the app's `ui.scores.readable_judges` keeps them
+    (so the cache keys agree), and why each other one does not."""
+    try:
+        paths = judge_files(dataset_key(family.dataset, family.image_shape), [folder])
+    except ValueError:
+        return [], []
+    good, bad = [], []
+    for path in paths:
+        try:
+            load_classifier(path)
+            good.append(path)
+        except LatentExplorerError as err:
+            bad.append(str(err))
+    return good, bad
 
 
 def _run(args) -> int:

@@ -32,6 +32,8 @@ from .projections import (Projection, ProjectionCache, ProjectionError, Similari
 
 RECOGNISED = 0.9  # a classifier this sure of one class "recognises" an image (as vae.evaluate)
 PRIOR_EDGE = 3.0  # the prior grid's outer cells end at 3 sigma (99.7% of N(0, 1))
+SLOW_METHODS = ("umap", "tsne")  # fitted once, off the page run, and cached on disk (`ui.prebuild` bakes them)
+DEFAULT_SAMPLE = 2000  # test images per map: the pages' default
 UMAP_INVERSE_GRID = 24  # umap's own inverse is run once on this many nodes per side
 
 

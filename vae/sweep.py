@@ -14,6 +14,7 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -132,6 +133,32 @@ def member_view(ckpt, test, judges: dict, n_points: int = 1000, grid_n: int = 10
         points=np.asarray(proj.transform(codes.mean), np.float32), labels=codes.labels,
         grid=decode_points(model, np.asarray(grid_codes, np.float32)), samples=sample_prior(model, 16, seed)[1],
         recons=decode_points(model, encode_means(model, fixed).numpy()))
+
+
+def measure_members(family: Family, test, data_key: str, judge_paths: list[Path], cache: "MemberCache", *,
+                    sha: Callable[[Path], str], load_model: Callable[[Path], object],
+                    load_judges: Callable[[list[Path]], dict]) -> tuple[list[Member], int]:
+    """Each member's view, by β, and how many were measured now: a member whose checkpoint, test
+    split and judges (by content: `sha`) were measured before comes from `cache`; only the others
+    are measured (a second or so each) and saved. The loaders are the caller's: the app passes
+    its cached ones, `ui.prebuild` plain ones; judges are loaded only if a member is measured."""
+    judge_shas = [sha(p) for p in judge_paths]
+    out, judges, measured = [], None, 0
+    for _, path in family.members:
+        key = member_key(sha(path), data_key, judge_shas)
+        member = cache.load(key)
+        if member is None:
+            judges = load_judges(judge_paths) if judges is None else judges
+            member = member_view(load_model(path), test, judges)
+            cache.save(key, member)
+            measured += 1
+        out.append(member)
+    return out, measured
+
+
+def judge_names(loaded) -> dict:
+    """Short name -> classifier: "CNN (99.5% on test images)" is named "CNN" in the figures."""
+    return {judge.name.split(" (")[0]: judge for judge in loaded}
 
 
 # --- on disk: each member's view, computed once per checkpoint content ---------------------------
