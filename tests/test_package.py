@@ -106,7 +106,10 @@ def test_vae_maps_imports_with_streamlit_uninstalled_in_a_scratch_venv(tmp_path)
     assert run("import numpy, torch, scipy").returncode == 0  # ...and everything else is
     maps = run("import vae.maps; print(vae.maps.build_latent_map.__module__)")
     assert maps.returncode == 0 and maps.stdout.split() == ["vae.maps"], maps.stderr[-2000:]
-    # ...and so does the build step that bakes the maps and the β dial's members into the image
+    # ...and so do the map pictures' renderer and the build step that bakes the maps and the β
+    # dial's members into the image
+    render = run("import ui.map_render as r; print(r.render_map_image.__module__)")
+    assert render.returncode == 0 and render.stdout.split() == ["ui.map_render"], render.stderr[-2000:]
     (tmp_path / "empty").mkdir()
     env |= {"LATENT_EXPLORER_CHECKPOINTS": str(tmp_path / "empty"), "LATENT_EXPLORER_STATE": str(tmp_path / "state")}
     prebuild = subprocess.run([str(python), "-m", "ui.prebuild", "--methods", "tsne"], capture_output=True,

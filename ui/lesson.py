@@ -20,7 +20,7 @@ from vae.classifier import Classifier
 from vae.errors import ConfigError
 from vae.evaluate import dataset_key
 
-from . import maps, state
+from . import map_render, maps, state
 from .scores import load_judge, pair_judges
 from .style import MODEL_COLORS, MODEL_LABELS
 
@@ -93,7 +93,7 @@ def figures_line(lesson: dict, key: str, fmt: str = ".0%") -> str:
 
 # --- the territory map: who owns the map ---------------------------------------------------------
 def class_rgb(label: int) -> tuple[int, int, int]:
-    return maps._rgb(maps.CLASS_COLORS[int(label) % len(maps.CLASS_COLORS)])
+    return map_render.rgb(map_render.class_color(label))
 
 
 def territory_image(verdict: L.Verdict, n: int, classes, cell: int = 26) -> np.ndarray:
