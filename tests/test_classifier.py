@@ -127,3 +127,16 @@ def test_a_failed_prediction_leaves_the_model_in_the_mode_it_was_in():
     with pytest.raises(RuntimeError):
         model.probs(torch.zeros(2, 3, SIZE + 1, SIZE + 1, dtype=torch.uint8))  # not the images it reads
     assert model.training
+
+
+def test_judges_for_keeps_the_readable_judges_and_names_the_broken_one(trained, tmp_path):
+    """A broken judge file beside good ones is left out with a message naming it, never raised
+    (the app's sidebar and ui.prebuild's log show the message); an unknown data set has none."""
+    from vae.evaluate import judges_for
+
+    save_classifier(trained, tmp_path / "classifier-mnist.safetensors")
+    (tmp_path / "classifier-mnist-mlp.safetensors").write_bytes(b"not a classifier")
+    good, bad = judges_for("mnist", (1, 28, 28), [tmp_path])
+    assert good == [tmp_path / "classifier-mnist.safetensors"]
+    assert len(bad) == 1 and "classifier-mnist-mlp.safetensors" in bad[0]
+    assert judges_for("my-own-data", (3, 17, 17), [tmp_path]) == ([], [])

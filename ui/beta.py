@@ -12,13 +12,12 @@ import streamlit as st
 
 from vae import sweep
 from vae.checkpoint import read_metadata
-from vae.errors import ConfigError
-from vae.evaluate import dataset_key, judge_files
+from vae.evaluate import judges_for
 from vae.latent import image_grid
 from vae.maps import data_id
 
 from . import maps, state
-from .scores import load_judge, readable_judges
+from .scores import load_judge_file
 
 MAP_PX = 330
 
@@ -41,16 +40,12 @@ def member_cache() -> sweep.MemberCache:
 
 
 def _judge_paths(family: sweep.Family) -> list[Path]:
-    """The judge files of the family's data set; none for a data set no judge ships for."""
-    try:
-        key = dataset_key(family.dataset, family.image_shape)
-    except ConfigError:
-        return []
-    return readable_judges(judge_files(key, [state.settings().shipped_dir]))[0]  # the sidebar names broken ones
+    """The readable judge files of the family's data set (the sidebar names broken ones)."""
+    return judges_for(family.dataset, family.image_shape, [state.settings().shipped_dir], load_judge_file)[0]
 
 
 def _judges(paths: list[Path]) -> dict:
-    return sweep.judge_names(load_judge(str(p), p.stat().st_mtime_ns) for p in paths)
+    return sweep.judge_names(map(load_judge_file, paths))
 
 
 def _sha(path) -> str:

@@ -21,7 +21,7 @@ from vae.errors import ConfigError
 from vae.evaluate import dataset_key
 
 from . import map_render, maps, state
-from .scores import load_judge, pair_judges
+from .scores import load_judge, load_judge_file, pair_judges
 from .style import MODEL_COLORS, MODEL_LABELS
 
 UNSURE_RGB = (222, 222, 222)  # cells no class is named for with RECOGNISED confidence
@@ -45,7 +45,7 @@ def judge_paths(pair) -> list[Path]:
 
 def judges(pair) -> dict[str, Classifier]:
     """name -> loaded judge ("CNN (99.5% on test images)", "MLP on pixels (98.6% ...)")."""
-    loaded = [load_judge(str(p), p.stat().st_mtime_ns) for p in judge_paths(pair)]
+    loaded = [load_judge_file(p) for p in judge_paths(pair)]
     return {j.name: j for j in loaded}
 
 
@@ -70,7 +70,7 @@ def prior_lesson(pair) -> dict:
         return {}
     out = {}
     for path in judge_paths(pair):
-        name = load_judge(str(path), path.stat().st_mtime_ns).name
+        name = load_judge_file(path).name
         out[name] = {k: L.figures(v, "prior") for k, v in prior_verdicts(pair, path).items()}
     return out
 

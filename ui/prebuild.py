@@ -19,7 +19,7 @@ from vae import catalog, sweep
 from vae.checkpoint import load_checkpoint, read_metadata
 from vae.classifier import load_classifier
 from vae.errors import LatentExplorerError, run_cli
-from vae.evaluate import dataset_key, judge_files
+from vae.evaluate import judges_for
 from vae.maps import DEFAULT_SAMPLE, SLOW_METHODS, build_latent_map, data_id
 from vae.projections import ProjectionCache, available_methods, file_sha256
 
@@ -69,7 +69,7 @@ def prebuild_sweeps() -> list[str]:
         try:
             meta = read_metadata(family.members[0][1]).get("dataset", {})
             data = catalog.data_for(meta, tuple(family.image_shape))
-            judges, bad = _readable_judges(family, settings.shipped_dir)
+            judges, bad = judges_for(family.dataset, family.image_shape, [settings.shipped_dir])
             lines += [f"{family.name} β dial: left out an unreadable judge ({msg})" for msg in bad]
             members, measured = sweep.measure_members(
                 family, data.test, data_id(data.name, data.test), judges, cache, sha=file_sha256,
@@ -80,23 +80,6 @@ def prebuild_sweeps() -> list[str]:
         done = "already cached" if not measured else f"{measured} of {len(members)} measured and saved"
         lines.append(f"{family.name} β dial ({len(members)} members): {done} in {time.perf_counter() - t0:.1f} s")
     return lines
-
-
-def _readable_judges(family: sweep.Family, folder: Path) -> tuple[list[Path], list[str]]:
-    """The family's judge files that load, as the app's `ui.scores.readable_judges` keeps them
-    (so the cache keys agree), and why each other one does not."""
-    try:
-        paths = judge_files(dataset_key(family.dataset, family.image_shape), [folder])
-    except ValueError:
-        return [], []
-    good, bad = [], []
-    for path in paths:
-        try:
-            load_classifier(path)
-            good.append(path)
-        except LatentExplorerError as err:
-            bad.append(str(err))
-    return good, bad
 
 
 def _run(args) -> int:

@@ -23,8 +23,7 @@ from vae import metrics
 from vae.atomic import SHARED, write_json
 from vae.classifier import Classifier, load_classifier
 from vae.data import ImageDataset
-from vae.errors import LatentExplorerError
-from vae.evaluate import dataset_key, evaluate_checkpoint, judge_files
+from vae.evaluate import evaluate_checkpoint, judges_for
 from vae.latent import encode_means, image_grid, interpolate, sample_box, sample_prior
 from vae.lesson import rebuild
 
@@ -170,25 +169,11 @@ def find_judge(pair) -> Path | None:
 def pair_judges(pair) -> tuple[list[Path], list[str]]:
     """The judge files of the pair's data set that load (the primary CNN first), and one message
     per file that does not (the sidebar names it; the pages run on without it)."""
-    try:
-        key = dataset_key(str(pair.dataset), pair.image_shape)
-    except ValueError:
-        return [], []
-    return readable_judges(judge_files(key, [state.settings().shipped_dir, pair.folder]))
+    return judges_for(pair.dataset, pair.image_shape, [state.settings().shipped_dir, pair.folder], load_judge_file)
 
 
-def readable_judges(paths: list[Path]) -> tuple[list[Path], list[str]]:
-    """Those of `paths` that load as classifiers, and why each other one does not. A good file is
-    read once per version (load_judge's cache); a broken one fails at its header, at once."""
-    good, bad = [], []
-    for path in paths:
-        try:
-            load_judge(str(path), path.stat().st_mtime_ns)
-        except (LatentExplorerError, OSError) as err:
-            bad.append(str(err))
-        else:
-            good.append(path)
-    return good, bad
+def load_judge_file(path: Path) -> Classifier:
+    return load_judge(str(path), path.stat().st_mtime_ns)  # a good file read once per version
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

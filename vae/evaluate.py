@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -18,7 +19,7 @@ from . import metrics
 from .checkpoint import Checkpoint, load_checkpoint
 from .classifier import Classifier, load_classifier
 from .data import ImageDataset, load_dataset
-from .errors import CheckpointError, ConfigError, run_cli
+from .errors import CheckpointError, ConfigError, LatentExplorerError, run_cli
 from .latent import encode_means
 
 # the shipped classifiers live in the repository's checkpoints/, wherever the CLI is run from
@@ -92,6 +93,31 @@ def judge_files(key: str, folders) -> list[Path]:
             return [path, *sorted(folder / f"classifier-{key}-{s}.safetensors" for s in ARCH_SUFFIXES
                                   if (folder / f"classifier-{key}-{s}.safetensors").is_file())]
     return []
+
+
+def readable_judges(paths, load: Callable[[Path], object] = load_classifier) -> tuple[list[Path], list[str]]:
+    """Those of `paths` that `load` reads as classifiers, and why each other one does not: a broken
+    judge file is left out and named (the app's sidebar, `ui.prebuild`'s log), never raised."""
+    good, bad = [], []
+    for path in paths:
+        try:
+            load(path)
+        except (LatentExplorerError, OSError) as err:
+            bad.append(str(err))
+        else:
+            good.append(path)
+    return good, bad
+
+
+def judges_for(dataset: str, image_shape, folders, load: Callable[[Path], object] = load_classifier
+               ) -> tuple[list[Path], list[str]]:
+    """The readable judges of a data set (by name, else image shape) found in `folders`, and a
+    message per unreadable one; none for a data set no judge is made for."""
+    try:
+        key = dataset_key(str(dataset), image_shape)
+    except ConfigError:
+        return [], []
+    return readable_judges(judge_files(key, folders), load)
 
 
 ARCH_SUFFIXES = ("mlp",)  # classifier-mnist-mlp: the second judge; "fashion" never matches as a suffix
