@@ -14,7 +14,7 @@ from vae.lesson import memorisation, rebuild
 
 from . import lesson, state
 from . import scores as sc
-from .images import made_once, pictures
+from .images import encode_pictures, made_once
 from .style import MODEL_LABELS
 
 SHOWN = 8  # images per row
@@ -42,9 +42,9 @@ def _rows(versions: tuple, split: str, indices: tuple, _models: dict, _data: Ima
 
 def _row_pictures(rows: dict) -> list:
     """The originals, then each model's reconstructions with its errors, encoded once."""
-    shown = [pictures(sc.single_tiles(rows["input"], 2))]
+    shown = [encode_pictures(sc.single_tiles(rows["input"], 2))]
     for kind, (images, errors) in ((k, v) for k, v in rows.items() if k != "input"):
-        shown.append(pictures(sc.single_tiles(images, 2), [f"{MODEL_LABELS[kind]} {e:.0f}" for e in errors]))
+        shown.append(encode_pictures(sc.single_tiles(images, 2), [f"{MODEL_LABELS[kind]} {e:.0f}" for e in errors]))
     return shown
 
 

@@ -90,7 +90,7 @@ class Pictures:
     png: bytes = b""
 
 
-def pictures(arrays, captions=None, png: bytes = b"") -> Pictures:
+def encode_pictures(arrays, captions=None, png: bytes = b"") -> Pictures:
     """uint8 pictures (as `ui.scores.tiles` makes them) encoded as `st.image` would send them (JPEG)."""
     urls = tuple(to_data_url(encode(a, PHOTO), PHOTO) for a in arrays)
     return Pictures(urls, tuple(captions) if captions is not None else None, png)

@@ -17,7 +17,7 @@ from vae.evaluate import ROWS
 
 from . import lesson, state
 from . import scores as sc
-from .images import made_once, pictures
+from .images import encode_pictures, made_once
 from .style import MODEL_COLORS, MODEL_LABELS
 
 # the page's choices, in plain session keys (widget state is dropped when a visitor opens another page)
@@ -204,11 +204,11 @@ def _reconstruction_pictures(page: Page) -> list[tuple[str, bytes, str]]:
 def _reconstruction_rows(page: Page, picked: tuple[int, ...], small: int) -> dict:
     """The picked test images and each model's reconstructions, encoded, with their captions."""
     originals = sc.test_images(page.data, picked)
-    rows = {"test": pictures(sc.single_tiles(originals, small), [page.class_name(i) for i in picked]),
+    rows = {"test": encode_pictures(sc.single_tiles(originals, small), [page.class_name(i) for i in picked]),
             "mean_error": {}}
     for k in page.kinds:
         images, errors = sc.reconstructions(page.paths[k], page.versions[k], picked, page.data_id, page.data)
-        rows[k] = pictures(sc.single_tiles(images, small), [f"{e:.1f}" for e in errors],
+        rows[k] = encode_pictures(sc.single_tiles(images, small), [f"{e:.1f}" for e in errors],
                            png=sc.png_bytes(np.concatenate([originals, images]), len(picked)))
         rows["mean_error"][k] = float(errors.mean())
     return rows
@@ -250,13 +250,13 @@ def _paths(page: Page) -> list[tuple[str, bytes, str]]:
 def _path_pictures(page: Page, index_a: int, index_b: int, steps: int) -> dict:
     """The two ends, each model's decoded path (encoded, and as a PNG) and the chart of both."""
     ends, scale = sc.test_images(page.data, [index_a, index_b]), page.scale
-    shown = {"ends": pictures([sc.tiles(ends[:1], 1, scale), sc.tiles(ends[1:], 1, scale)],
+    shown = {"ends": encode_pictures([sc.tiles(ends[:1], 1, scale), sc.tiles(ends[1:], 1, scale)],
                               [f"start: #{index_a}, {page.class_name(index_a)}",
                                f"end: #{index_b}, {page.class_name(index_b)}"])}
     strips = {}
     for k in page.kinds:
         strips[k] = sc.interpolation(page.paths[k], page.versions[k], index_a, index_b, steps, page.data_id, page.data)
-        shown[k] = pictures([sc.tiles(strips[k], steps, scale)], png=sc.png_bytes(strips[k], steps))
+        shown[k] = encode_pictures([sc.tiles(strips[k], steps, scale)], png=sc.png_bytes(strips[k], steps))
     shown["chart"] = _path_chart(strips, steps, page.judge)
     return shown
 
@@ -368,7 +368,7 @@ def _sample_pictures(page: Page, grids: list, n_samples: int, seed: int, nrow: i
         else:
             shown[k, source] = None
             continue
-        shown[k, source] = pictures([sc.tiles(images, nrow, max(1, page.scale - 1))], png=sc.png_bytes(images, nrow))
+        shown[k, source] = encode_pictures([sc.tiles(images, nrow, max(1, page.scale - 1))], png=sc.png_bytes(images, nrow))
     return shown
 
 
