@@ -12,6 +12,7 @@ import asyncio
 import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,9 @@ def test_a_modified_client_reaches_no_job_with_values_the_page_never_offered(tmp
     server = serving(tmp_path, LATENT_EXPLORER_HOSTED="1")
     url = next(server)
     try:
-        asyncio.run(forge(url, tmp_path / "state", secret))
+        # a fresh thread, so its own event loop: earlier tests in the same process (AppTest) may
+        # leave one running in this thread, where asyncio.run refuses to start
+        with ThreadPoolExecutor(1) as thread:
+            thread.submit(asyncio.run, forge(url, tmp_path / "state", secret)).result()
     finally:
         next(server, None)
