@@ -25,12 +25,15 @@ value of the KL weight instead (0 is the AE), on the same batches; the β dial p
 )
 
 st.subheader("1. Data and architecture")
+refusal = tw.refused_request()  # values a modified client sent that the page never offered
 source = tw.dataset_input(settings)
 preset = tw.preset_input(guess_image_shape(source) if source else None)
 
 st.subheader("2. Hyper-parameters")
 chosen = tw.hyperparameter_form(preset, source, settings)
-if chosen is not None:
+if refusal:
+    st.error(refusal)
+elif chosen is not None:
     try:
         tw.start_job(registry, JobSpec(**chosen))
     except ConfigError as err:

@@ -46,26 +46,36 @@ def submit(at: AppTest) -> AppTest:
 
 
 def test_a_server_path_sent_as_the_data_set_is_refused(hosted, bands_npz):
-    """Streamlit 1.67 itself resets a select box value outside its options (and the page checks
-    again, ui.train_widgets.offered); the registry refuses the path in any case (test_job_records)."""
+    """Sent with Start in one request, a value the select box never offered is refused with a
+    message (ui.train_widgets._offered_only) and starts nothing; sent alone, Streamlit resets the
+    box to its default. The registry refuses the path in any case (test_job_records)."""
     from ui import state
 
     at = AppTest.from_file(ROOT / "app_pages/1_Train.py", default_timeout=30).run()
     for value in (str(bands_npz), "path"):
-        forge(at.selectbox(key="train_dataset"), string_value=value).run()
-        assert not at.exception and at.selectbox(key="train_dataset").value in ("mnist", "fashion-mnist", "cifar10",
-                                                                               EMBEDDED, "upload")
-        assert not at.text_input  # the server-path field is never drawn on a hosted server
+        jobs = len(state.registry().list())
+        forge(at.selectbox(key="train_dataset"), string_value=value)
         submit(at)
+        assert not at.exception and "does not offer (Data set)" in " ".join(texts(at.error)), texts(at.error)
+        assert len(state.registry().list()) == jobs  # nothing started
+        assert at.selectbox(key="train_dataset").value in ("mnist", "fashion-mnist", "cifar10", EMBEDDED, "upload")
+        assert not at.text_input  # the server-path field is never drawn on a hosted server
+        submit(at)  # the next request, as offered: no refusal left over
+        assert not any("does not offer" in t for t in texts(at.error))
     assert all(j.spec.dataset != str(bands_npz) for j in state.registry().list())
-    assert str(bands_npz) not in page_text(at)
+    assert str(bands_npz) not in page_text(at) + " ".join(texts(at.error))
 
 
 def test_an_unknown_preset_gets_a_message_not_a_traceback(hosted):
+    from ui import state
+
     at = AppTest.from_file(ROOT / "app_pages/1_Train.py", default_timeout=30).run()
     at.selectbox(key="train_dataset").select(EMBEDDED).run()
-    forge(at.selectbox(key="train_preset"), string_value="../../etc").run()
+    forge(at.selectbox(key="train_preset"), string_value="../../etc")
+    submit(at)
     assert not at.exception and at.selectbox(key="train_preset").value in at.selectbox(key="train_preset").options
+    assert "does not offer (Preset (architecture and likelihood))" in " ".join(texts(at.error)), texts(at.error)
+    assert "../../etc" not in " ".join(texts(at.error)) and not state.registry().list()
 
 
 @pytest.mark.parametrize("field,value", [("train_batch", 65536), ("train_latent", 4096), ("train_epochs", 500)])

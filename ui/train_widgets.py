@@ -46,16 +46,38 @@ OWN_JOBS = "train_own_jobs"  # ids of jobs this visitor started (their pair gets
 ANNOUNCED = "train_announced"  # own jobs whose finished pair was selected already
 SEEN_FINISHED = "train_seen_finished"  # finished jobs the page has re-rendered for
 UPLOADED = "train_uploaded"  # (file_id, stored path or None, summary, error) of the last upload checked
+FORGED = "train_forged"  # labels of select boxes that were sent a value they never offered, this run
+
+
+# --- what a modified client sends ----------------------------------------------------------------
+def _offered_only(key: str, options: list, label: str) -> None:
+    """on_change of a select box. A modified client can send any string; Streamlit (1.67) hands
+    it to callbacks as sent and only then resets the widget to its default for the page run, so
+    this is the one place the page can see it, and refuse the request rather than act on defaults
+    the visitor never chose. (A number outside its input's bounds is reset before any callback
+    sees it: the page only ever gets the default; the job registry checks every cap again.)"""
+    if st.session_state.get(key) not in options:
+        st.session_state.setdefault(FORGED, []).append(label)
+
+
+def refused_request() -> str | None:
+    """The refusal for this run's request if it held a value the page never offered, else None;
+    called once per run, before the page acts on a button."""
+    labels = st.session_state.pop(FORGED, [])
+    if not labels:
+        return None
+    return (f"This request sent a value the page does not offer ({', '.join(dict.fromkeys(labels))}), so nothing "
+            "was started. Choose from the lists on the page.")
 
 
 # --- choosing what to train ----------------------------------------------------------------------
 def dataset_input(settings: Settings) -> str | None:
     """The data source as vae.data.load_dataset takes it, or None until one is given."""
     options = [k for k in DATASETS if k != "path" or settings.allow_local_paths]
-    # A modified client can send any string for a select box or any number for a number input;
-    # Streamlit (1.67) resets a value outside the widget's options or bounds to its default, and
-    # the job registry checks the spec again on a hosted server (vae.jobs.HostedLimits).
-    choice = st.selectbox("Data set", options, format_func=DATASETS.get, key="train_dataset")
+    # a value outside `options` from a modified client is refused (`_offered_only`), and the job
+    # registry checks the spec again on a hosted server (vae.jobs.HostedLimits)
+    choice = st.selectbox("Data set", options, format_func=DATASETS.get, key="train_dataset",
+                          on_change=_offered_only, args=("train_dataset", options, "Data set"))
     if choice in ("mnist", "fashion-mnist", "cifar10"):
         st.caption("Without a network the download fails after a few seconds; MNIST and Fashion-MNIST jobs then "
                    "train on the shipped MNIST digits and say so, a CIFAR-10 job stops with an error.")
@@ -110,7 +132,8 @@ def _uploaded_data(settings: Settings) -> str | None:
 
 def preset_input(image_shape) -> str:
     names = compatible_presets(image_shape)
-    preset = st.selectbox("Preset (architecture and likelihood)", names, key="train_preset")
+    label = "Preset (architecture and likelihood)"
+    preset = st.selectbox(label, names, key="train_preset", on_change=_offered_only, args=("train_preset", names, label))
     st.caption(PRESETS[preset].description)
     return preset
 

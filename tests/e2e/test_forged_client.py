@@ -3,8 +3,8 @@
 No browser: the client speaks Streamlit's own websocket protocol (bench/streamlit_client.py, the
 load bench's client) and sends widget values the page never offered: a server path as the data
 set, a batch and a latent size past the hosted caps, and another visitor's Stop button and job id.
-What must hold: none of it reaches a training job, no server path is echoed, and the other
-visitor's job trains on.
+What must hold: the forged Start is refused with a message and starts nothing, none of it reaches
+a training job, no server path is echoed, and the other visitor's job trains on.
 """
 from __future__ import annotations
 
@@ -69,7 +69,9 @@ async def forge(url: str, state: Path, secret: Path) -> None:
             WidgetState(id=widget(mine, "Epochs"), int_value=10_000),
             WidgetState(id=widget(mine, "Start training"), trigger_value=True)])
         assert not forged.exceptions, forged.exceptions
+        assert "does not offer (Data set)" in forged.text(), forged.text()  # refused, with a message
         assert str(secret.parent) not in forged.text() and secret.name not in forged.text()
+        assert [r["id"] for r in records(state)] == [theirs["id"]]  # and nothing started
         # ...then the visitor's Stop button and job id, which the intruder's page never offered
         watched = await intruder.run_page("Train", "Train", [
             WidgetState(id=their_stop, trigger_value=True),
