@@ -292,9 +292,9 @@ def test_projection_cache_is_reused_without_refitting(pair_dir, tmp_path, monkey
     cache = ProjectionCache(tmp_path)
     first, _ = _tiny_map(pair_dir, "tiny8d", cache=cache)
     assert not first.from_disk and len(list(tmp_path.glob("pca-*.npz"))) == 2
-    import vae.maps
+    import vae.projections  # every map's fit goes through its fit_projection -> make_projection
 
-    monkeypatch.setattr(vae.maps, "make_projection", lambda *a, **k: pytest.fail("refitted a cached projection"))
+    monkeypatch.setattr(vae.projections, "make_projection", lambda *a, **k: pytest.fail("refitted a cached projection"))
     second, _ = _tiny_map(pair_dir, "tiny8d", cache=ProjectionCache(tmp_path))
     assert second.from_disk
     for kind in first.kinds:

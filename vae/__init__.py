@@ -1,27 +1,34 @@
 """Latent Explorer's library: data, AE/VAE models, losses, training, checkpoints, projections
-and metrics. It never imports streamlit (a test checks), so it runs in scripts and notebooks."""
-from .checkpoint import Checkpoint, load_checkpoint, read_metadata, save_checkpoint
-from .data import ImageDataset, ImageSplit, load_dataset
-from .device import pick_device
-from .errors import CheckpointError, ConfigError, DatasetError, LatentExplorerError
-from .models import Autoencoder, ModelConfig, Posterior, build_model
-from .presets import PRESETS, get_preset
+and metrics. It never imports streamlit (a test checks), so it runs in scripts and notebooks.
 
-__all__ = [
-    "Autoencoder", "Callback", "Checkpoint", "CheckpointError", "ConfigError", "DatasetError",
-    "ImageDataset", "ImageSplit", "LatentExplorerError", "ModelConfig", "PRESETS", "Posterior",
-    "Progress", "TrainConfig", "TrainResult", "Trainer", "build_model", "get_preset",
-    "load_checkpoint", "load_dataset", "make_pair", "pick_device", "read_metadata", "save_checkpoint",
-]
+Every name below is imported on first use (PEP 562), not with the package: `import vae.map_fit`
+in the map-fit child must not pull in torch, and `python -m vae.train` must not find its own
+module pre-imported. `from vae import Trainer` works as usual."""
+from __future__ import annotations
+
+import importlib
+
+_HOMES = {
+    "checkpoint": ("Checkpoint", "load_checkpoint", "read_metadata", "save_checkpoint"),
+    "data": ("ImageDataset", "ImageSplit", "load_dataset"),
+    "device": ("pick_device",),
+    "errors": ("CheckpointError", "ConfigError", "DatasetError", "LatentExplorerError"),
+    "models": ("Autoencoder", "ModelConfig", "Posterior", "build_model"),
+    "presets": ("PRESETS", "get_preset"),
+    "train": ("Callback", "Progress", "TrainConfig", "TrainResult", "Trainer", "make_pair"),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+__all__ = sorted(_HOME_OF)
 
 
-_LAZY = {"Callback", "Progress", "TrainConfig", "Trainer", "TrainResult", "make_pair"}
+def __getattr__(name: str):
+    if name not in _HOME_OF:
+        raise AttributeError(f"module 'vae' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_HOME_OF[name]}", __name__), name)
+    globals()[name] = value  # looked up once
+    return value
 
 
-def __getattr__(name):
-    # vae.train is imported on first use: `python -m vae.train` must not find it pre-imported
-    if name in _LAZY:
-        from . import train
-
-        return getattr(train, name)
-    raise AttributeError(f"module 'vae' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -27,14 +27,13 @@ from .data import ImageSplit
 from .latent import Codes, decode_points, encode_split, gaussian_grid_2d, grid_points_2d, padded_limits
 from .models import Autoencoder
 from .neighbours import nearest
-from .projections import (Projection, ProjectionCache, ProjectionError, SimilarityTransform, make_projection,
+from .projections import (UMAP_INVERSE_GRID, Projection, ProjectionCache, SimilarityTransform, fit_projection,
                           procrustes_align)
 
 RECOGNISED = 0.9  # a classifier this sure of one class "recognises" an image (as vae.evaluate)
 PRIOR_EDGE = 3.0  # the prior grid's outer cells end at 3 sigma (99.7% of N(0, 1))
 SLOW_METHODS = ("umap", "tsne")  # fitted once, off the page run, and cached on disk (`ui.prebuild` bakes them)
 DEFAULT_SAMPLE = 2000  # test images per map: the pages' default
-UMAP_INVERSE_GRID = 24  # umap's own inverse is run once on this many nodes per side
 
 
 def data_id(name: str, split: ImageSplit) -> str:
@@ -203,17 +202,6 @@ def map_key(model_ids: dict, data_key: str, n: int, method: str, seed: int, alig
     parts = {"models": dict(sorted(model_ids.items())), "data": data_key, "n": int(n), "method": method,
              "seed": int(seed)} | ({} if aligned else {"aligned": False})
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def fit_projection(method: str, codes: np.ndarray, seed: int) -> Projection:
-    """One model's projection of its codes [N, d], as the maps use it (UMAP with its inverse grid)."""
-    proj = make_projection(method, codes.shape[1], seed=seed).fit(codes)
-    if method == "umap":
-        try:
-            proj.precompute_inverse_grid(*padded_limits(proj.embedding_, 0.15), n=UMAP_INVERSE_GRID)
-        except ProjectionError:
-            proj.inverse = "nearest-code"  # saved with the projection; inverse_note says so
-    return proj
 
 
 def _fitter(method: str, codes: Codes, seed: int) -> Callable[[], Projection]:

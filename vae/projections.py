@@ -22,7 +22,8 @@ import numpy as np
 
 from .atomic import write_npz
 from .errors import ConfigError, LatentExplorerError
-from .latent import Codes, grid_points_2d
+from .codes import Codes
+from .grids import grid_points_2d, padded_limits
 from .neighbours import nearest
 
 
@@ -353,6 +354,20 @@ def make_projection(method: str, latent_dim: int, seed: int = 0, **options) -> P
         raise ConfigError(f"projection method={method!r}: {err}") from err
 
 
+UMAP_INVERSE_GRID = 24  # umap's own inverse is run once on this many nodes per side
+
+
+def fit_projection(method: str, codes: np.ndarray, seed: int) -> Projection:
+    """One model's projection of its codes [N, d], as the maps use it (UMAP with its inverse grid)."""
+    proj = make_projection(method, codes.shape[1], seed=seed).fit(codes)
+    if method == "umap":
+        try:
+            proj.precompute_inverse_grid(*padded_limits(proj.embedding_, 0.15), n=UMAP_INVERSE_GRID)
+        except ProjectionError:
+            proj.inverse = "nearest-code"  # saved with the projection; inverse_note says so
+    return proj
+
+
 # --- aligning the AE's map with the VAE's ----------------------------------------------------
 @dataclass(frozen=True, eq=False)  # arrays inside: no element-wise __eq__
 class SimilarityTransform:
@@ -474,6 +489,6 @@ def key_json(key_parts: dict) -> str:
 
 __all__ = [
     "IdentityProjection", "PCAProjection", "PROJECTIONS", "Projection", "ProjectionCache", "ProjectionError",
-    "SimilarityTransform", "TSNEProjection", "UMAPProjection", "available_methods", "file_sha256",
-    "key_json", "make_projection", "procrustes_align",
+    "SimilarityTransform", "TSNEProjection", "UMAPProjection", "UMAP_INVERSE_GRID", "available_methods",
+    "file_sha256", "fit_projection", "key_json", "make_projection", "procrustes_align",
 ]
