@@ -33,8 +33,9 @@ FORMULAS = {
     "kl": r"\mathrm{KL}\big(\mathcal{N}(\mu,\sigma^2)\,\|\,\mathcal{N}(0,1)\big) = "
           r"\tfrac12\left(\mu^2 + \sigma^2 - \log\sigma^2 - 1\right)",
     "beta_loss": r"\mathcal{L}_\beta = \mathbb{E}_{q(z|x)}[-\log p(x|z)] + \beta\,\mathrm{KL}(q(z|x)\,\|\,p(z))",
-    "rate_distortion": r"-\mathrm{ELBO} = \underbrace{\mathbb{E}[-\log p(x|z)]}_{\text{distortion}} + "
-                       r"\underbrace{\mathrm{KL}(q\|p)}_{\text{rate}}",
+    # \underset, not \underbrace: the brace stretches only with a math font, which the HTML file cannot count on
+    "rate_distortion": r"-\mathrm{ELBO} = \underset{\text{distortion}}{\mathbb{E}[-\log p(x|z)]} + "
+                       r"\underset{\text{rate}}{\mathrm{KL}(q\|p)}",
 }
 
 
