@@ -9,8 +9,12 @@ from vae.errors import LatentExplorerError
 
 st.set_page_config(page_title="Lesson · Latent Explorer", page_icon="🧭", layout="wide")
 pair = state.pair_picker()
-# made to be projected: large type for the sentence each figure backs
-st.markdown("<style>.lesson-sentence p{font-size:1.45rem;line-height:1.5}</style>", unsafe_allow_html=True)
+# made to be projected (1280x720): large type for the sentence each figure backs, and a short head,
+# so the step's title, sentence and figure are on screen together without scrolling
+st.markdown("<style>.lesson-sentence p,.lesson-question p{font-size:1.45rem;line-height:1.5}"
+            "[data-testid=stMainBlockContainer]{padding-top:2.5rem}"
+            "h1{font-size:1.9rem !important;padding-bottom:0.25rem !important}"
+            "[data-testid=stRadio] label p{font-size:1.2rem}</style>", unsafe_allow_html=True)
 
 st.title("Lesson: why a VAE's code space is usable and an AE's is not")
 if pair is None:
@@ -40,12 +44,28 @@ except ValueError:
     index = 0
 step = steps[index]
 
-st.subheader(step.title)
-st.caption(f"Step {index + 1} of {len(steps)} · pair **{pair.label}**")
+
+
+def navigation(where: str, widths: list) -> None:
+    """Previous / Next, above the step (a teacher never scrolls to move on) and below it."""
+    prev, *_, nxt = st.columns(widths)
+    if prev.button("← Previous", disabled=index == 0, width="stretch", key=f"lesson_prev_{where}"):
+        st.query_params["step"] = str(index)
+        st.rerun()
+    if nxt.button("Next →", disabled=index == len(steps) - 1, width="stretch", key=f"lesson_next_{where}"):
+        st.query_params["step"] = str(index + 2)
+        st.rerun()
+
+
+title, nav = st.columns([3, 1], vertical_alignment="bottom")
+title.subheader(step.title)
+title.caption(f"Step {index + 1} of {len(steps)} · pair **{pair.label}**")
+with nav:
+    navigation("top", [1, 1])
 revealed = True
 if step.question:
     prompt, options, truth = step.question
-    st.markdown(f"**{prompt}**")
+    st.markdown(f"<div class='lesson-question'>\n\n**{prompt}**\n\n</div>", unsafe_allow_html=True)
     guess = st.radio("Your class's prediction", options, index=None, key=f"lesson_guess_{pair.name}")
     revealed = st.toggle("Reveal", key=f"lesson_reveal_{pair.name}", disabled=guess is None,
                          help="Take the class's answer first.")
@@ -72,13 +92,8 @@ if revealed:
         with st.expander("The formula"):
             st.latex(step.formula)
 
-prev, _, nxt = st.columns([1, 4, 1])
-if prev.button("← Previous", disabled=index == 0, width="stretch"):
-    st.query_params["step"] = str(index)
-    st.rerun()
-if nxt.button("Next →", disabled=index == len(steps) - 1, width="stretch"):
-    st.query_params["step"] = str(index + 2)
-    st.rerun()
+if revealed:  # below a figure; an unanswered question is short enough for the buttons above
+    navigation("bottom", [1, 4, 1])
 
 st.divider()
 st.download_button("Download the whole lesson (one HTML file, opens offline)",
