@@ -72,6 +72,15 @@ async def forge(url: str, state: Path, secret: Path) -> None:
         assert "does not offer (Data set)" in forged.text(), forged.text()  # refused, with a message
         assert str(secret.parent) not in forged.text() and secret.name not in forged.text()
         assert [r["id"] for r in records(state)] == [theirs["id"]]  # and nothing started
+        # the numbers alone, with the data set as offered: Streamlit resets each to its input's
+        # default, so the job that starts is within every cap (checked at the end)
+        numbers = await intruder.run_page("Train", "Train", [
+            WidgetState(id=widget(forged, "Batch size"), int_value=65_536),
+            WidgetState(id=widget(forged, "Latent size"), int_value=4_096),
+            WidgetState(id=widget(forged, "Epochs"), int_value=10_000),
+            WidgetState(id=widget(forged, "Start training"), trigger_value=True)])
+        assert not numbers.exceptions and "does not offer" not in numbers.text(), numbers.text()
+        await until(lambda: len(records(state)) == 2, 30, "the intruder's job (numbers reset) was not recorded")
         # ...then the visitor's Stop button and job id, which the intruder's page never offered
         watched = await intruder.run_page("Train", "Train", [
             WidgetState(id=their_stop, trigger_value=True),
@@ -86,6 +95,7 @@ async def forge(url: str, state: Path, secret: Path) -> None:
     by_id = {r["id"]: r for r in records(state)}
     assert by_id[theirs["id"]]["state"] in ("queued", "running", "done"), by_id[theirs["id"]]
     assert not (state / "trained" / ".jobs" / "runs" / theirs["id"] / STOP_FILE).exists()
+    assert len(by_id) == 2
     for r in by_id.values():  # whatever the intruder started runs on offered values only
         spec = r["spec"]
         assert spec["dataset"] in BUILTIN_NAMES, spec
