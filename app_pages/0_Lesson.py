@@ -45,7 +45,6 @@ except ValueError:
 step = steps[index]
 
 
-
 def navigation(where: str, widths: list) -> None:
     """Previous / Next, above the step (a teacher never scrolls to move on) and below it."""
     prev, *_, nxt = st.columns(widths)
