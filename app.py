@@ -10,7 +10,8 @@ import streamlit as st
 
 from ui import lesson, maps, state
 from ui.style import MODEL_LABELS
-from vae.latent import image_grid, sample_prior
+from vae.grids import image_grid
+from vae.latent import sample_prior
 from vae.lesson import claims
 
 st.set_page_config(page_title="Latent Explorer", page_icon="🧭", layout="wide")

@@ -29,7 +29,7 @@ CHILDREN = {
 }
 
 
-def write_job(folder: Path, method: str, sample: int, latent: int) -> Path:
+def write_job(folder: Path, method: str, sample: int, latent: int) -> None:
     import torch
 
     from vae.data import load_dataset
@@ -41,7 +41,6 @@ def write_job(folder: Path, method: str, sample: int, latent: int) -> Path:
     models = make_pair("mnist-mlp", data.image_shape, latent_dim=latent)
     parts, codes = fit_job(models, data.test, method, sample, 0, model_ids={"ae": "a", "vae": "b"}, data_key="d")
     write(folder / "job.npz", folder / "cache", method, 0, parts, codes)
-    return folder / "job.npz"
 
 
 def run_child(args: list[str], job: Path) -> tuple[float, float]:
@@ -51,9 +50,9 @@ def run_child(args: list[str], job: Path) -> tuple[float, float]:
     proc = subprocess.Popen([sys.executable, *args, str(job)], cwd=ROOT, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage
     seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"the child {' '.join(args)} failed (exit status {proc.returncode})")
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"the child {' '.join(args)} failed (exit status {code})")
     return seconds, usage.ru_maxrss / 1024  # KB on Linux
 
 

@@ -5,9 +5,10 @@ from scipy.stats import norm
 
 from vae.data import ImageSplit
 from vae.errors import ConfigError
-from vae.latent import (Codes, decode_codes, decode_points, encode_means, encode_split, evaluating, gaussian_grid_2d,
-                        grid_points_2d, image_grid, interpolate, interpolation_path, padded_limits,
-                        sample_box, sample_codes, sample_prior)
+from vae.codes import Codes
+from vae.grids import gaussian_grid_2d, grid_points_2d, image_grid, padded_limits
+from vae.latent import (decode_codes, decode_points, encode_means, encode_split, evaluating, interpolate,
+                        interpolation_path, sample_box, sample_codes, sample_prior)
 from vae.models import Autoencoder, ModelConfig
 
 

@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
+from vae.codes import Codes
 from vae.errors import ConfigError
-from vae.latent import Codes, decode_points, padded_limits
+from vae.grids import padded_limits
+from vae.latent import decode_points
 from vae.models import Autoencoder, ModelConfig
 from vae.projections import (IdentityProjection, PCAProjection, ProjectionCache, ProjectionError, TSNEProjection,
                              UMAPProjection, available_methods, make_projection, procrustes_align)

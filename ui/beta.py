@@ -13,7 +13,7 @@ import streamlit as st
 from vae import sweep
 from vae.checkpoint import read_metadata
 from vae.evaluate import judges_for
-from vae.latent import image_grid
+from vae.grids import image_grid
 from vae.maps import data_id
 
 from . import maps, state

@@ -18,7 +18,8 @@ import streamlit as st
 from PIL import Image
 
 from vae import lesson as L
-from vae.latent import decode_points, encode_means, image_grid, interpolate, sample_prior
+from vae.grids import image_grid
+from vae.latent import decode_points, encode_means, interpolate, sample_prior
 
 from . import lesson, maps
 from .style import MODEL_COLORS, MODEL_LABELS

@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from plotly.colors import qualitative
 
-from vae.latent import image_grid, to_uint8
 from vae.errors import ConfigError
+from vae.grids import image_grid, to_uint8
 from vae.maps import RECOGNISED
 
 CLASS_COLORS = qualitative.T10  # the Train page's palette: a class keeps its colour across pages

@@ -27,7 +27,7 @@ import streamlit as st
 
 from vae.data import ImageSplit
 from vae.errors import ConfigError, LatentExplorerError
-from vae.latent import image_grid
+from vae.grids import image_grid
 from vae.maps import (DEFAULT_SAMPLE, SLOW_METHODS, UMAP_INVERSE_GRID, GridSpec, LatentMap, build_latent_map, data_id,
                       decode_map_points, largest_gap, map_csv, map_key, projection_key, recognised_share,
                       sample_indices, zoomed_limits)

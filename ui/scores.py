@@ -24,7 +24,8 @@ from vae.atomic import SHARED, write_json
 from vae.classifier import Classifier, load_classifier
 from vae.data import ImageDataset
 from vae.evaluate import evaluate_checkpoint, judges_for
-from vae.latent import encode_means, image_grid, interpolate, sample_box, sample_prior
+from vae.grids import image_grid
+from vae.latent import encode_means, interpolate, sample_box, sample_prior
 from vae.lesson import rebuild
 
 from .style import MODEL_LABELS

@@ -16,7 +16,6 @@ import torch
 from .codes import Codes
 from .data import ImageSplit
 from .errors import ConfigError
-from .grids import gaussian_grid_2d, grid_points_2d, image_grid, padded_limits, to_uint8
 from .models import Autoencoder
 
 
@@ -142,7 +141,6 @@ def sample_box(model: Autoencoder, codes_mean: np.ndarray, n: int, seed: int = 0
 
 
 __all__ = [
-    "Codes", "decode_codes", "decode_points", "encode_means", "encode_split", "evaluating", "posteriors",
-    "sample_codes", "to_uint8", "gaussian_grid_2d", "grid_points_2d", "image_grid",
-    "interpolate", "interpolation_path", "padded_limits", "sample_box", "sample_prior",
+    "decode_codes", "decode_points", "encode_means", "encode_split", "evaluating", "interpolate",
+    "interpolation_path", "posteriors", "sample_box", "sample_codes", "sample_prior",
 ]

@@ -26,7 +26,8 @@ import torch
 
 from .data import ImageSplit
 from .errors import ConfigError
-from .latent import decode_codes, decode_points, encode_means, evaluating, gaussian_grid_2d, posteriors, sample_codes
+from .grids import gaussian_grid_2d
+from .latent import decode_codes, decode_points, encode_means, evaluating, posteriors, sample_codes
 from .maps import GridSpec, LatentMap, build_latent_map
 from .models import Autoencoder
 

@@ -23,8 +23,10 @@ import numpy as np
 import torch
 from scipy.stats import norm
 
+from .codes import Codes
 from .data import ImageSplit
-from .latent import Codes, decode_points, encode_split, gaussian_grid_2d, grid_points_2d, padded_limits
+from .grids import gaussian_grid_2d, grid_points_2d, padded_limits
+from .latent import decode_points, encode_split
 from .models import Autoencoder
 from .neighbours import nearest
 from .projections import (UMAP_INVERSE_GRID, Projection, ProjectionCache, SimilarityTransform, fit_projection,
@@ -67,7 +69,7 @@ class LatentMap:
     indices: np.ndarray  # test-split index of each point [N]
     labels: np.ndarray  # [N]
     classes: tuple
-    codes: dict  # kind -> latent.Codes
+    codes: dict  # kind -> codes.Codes
     points: dict  # kind -> [N, 2] in the shared frame
     projections: dict  # kind -> fitted Projection
     alignments: dict  # kind -> SimilarityTransform onto the reference frame, or None for the reference

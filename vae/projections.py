@@ -32,7 +32,7 @@ class ProjectionError(LatentExplorerError):
 
 
 def _as_array(codes, name: str = "codes") -> np.ndarray:
-    """[N, d] float32 from an array or a `latent.Codes` (whose means are the map's codes)."""
+    """[N, d] float32 from an array or a `codes.Codes` (whose means are the map's codes)."""
     x = codes.mean if isinstance(codes, Codes) else codes
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2 or len(x) == 0:

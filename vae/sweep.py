@@ -20,7 +20,8 @@ import numpy as np
 
 from .checkpoint import read_metadata
 from .errors import CheckpointError, ConfigError
-from .latent import decode_points, encode_means, encode_split, grid_points_2d, sample_prior
+from .grids import grid_points_2d
+from .latent import decode_points, encode_means, encode_split, sample_prior
 from .lesson import judge_images, prior_sample_images
 from .maps import sample_indices
 from .metrics import active_units
